@@ -1,0 +1,59 @@
+//! The edge's command line: bad configuration exits with a message naming the flag.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn edge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard-edge"))
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+#[test]
+fn serves_the_seed_scenario_from_examples() {
+    let output = edge()
+        .arg("--phone-numbers")
+        .arg(examples())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("number +15551230001"), "{stdout}");
+    assert!(stdout.contains("refer=POST file://"), "{stdout}");
+    assert!(stdout.contains("number +15551230002"), "{stdout}");
+}
+
+#[test]
+fn a_bad_manifest_exits_naming_the_flag_file_and_field() {
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: switchyard.dev/v1alpha1\nkind: PhoneNumber\nmetadata: {name: x}\nspec: {phoneNumber: '1', voiceUrl: 'nope'}\n",
+    )
+    .unwrap();
+    let output = edge().arg("--phone-numbers").arg(&file).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--phone-numbers"), "{stderr}");
+    assert!(stderr.contains("bad.yaml, document 1"), "{stderr}");
+    assert!(stderr.contains("spec.voiceUrl"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_missing_required_flag_is_named() {
+    let output = edge()
+        .env_remove("SWITCHYARD_PHONE_NUMBERS")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--phone-numbers"));
+}
