@@ -19,5 +19,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian starts a system redis-server on 6379; the tests spawn their own on free ports.
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "==> cargo test --workspace"
-cargo test --workspace --locked
+cargo build --workspace --bins --locked
+cargo test --workspace --locked 2>&1 | tee "$log"
+
+# One closing line for every suite run above: "N passed, N failed".
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+echo "summary: ${passed} passed, ${failed} failed"

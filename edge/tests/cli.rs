@@ -12,8 +12,9 @@ fn examples() -> PathBuf {
 }
 
 #[test]
-fn serves_the_seed_scenario_from_examples() {
+fn check_prints_the_seed_scenario_routing_table() {
     let output = edge()
+        .arg("--check")
         .arg("--phone-numbers")
         .arg(examples())
         .output()
@@ -46,6 +47,29 @@ fn a_bad_manifest_exits_naming_the_flag_file_and_field() {
     assert!(stderr.contains("bad.yaml, document 1"), "{stderr}");
     assert!(stderr.contains("spec.voiceUrl"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_flags_are_named() {
+    let output = edge()
+        .args(["--check", "--phone-numbers", "x", "--timer-t1", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--timer-t1"));
+
+    let output = edge()
+        .args([
+            "--check",
+            "--phone-numbers",
+            "x",
+            "--sip-listen",
+            "not-an-address",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--sip-listen"));
 }
 
 #[test]

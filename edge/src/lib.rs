@@ -1,0 +1,12 @@
+//! `switchyard-edge`: the stateless SIP edge of Switchyard.
+//!
+//! - [`sip`]: the SIP stack (transport, messages, transactions, dialogs, core);
+//! - [`app`]: what the edge does with each request;
+//! - [`config`], [`http`], [`metrics`], [`telemetry`]: running it.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod sip;
+pub mod telemetry;

@@ -1,0 +1,88 @@
+//! The edge's Prometheus metrics, in one registry served on `/metrics`.
+//!
+//! Names follow Prometheus conventions (`_total`, `_seconds`, base units); the set is
+//! documented in `docs/metrics.md`.
+
+use std::sync::LazyLock;
+
+use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    pub sip_requests: IntCounterVec,
+    pub sip_responses: IntCounterVec,
+    pub messages_dropped: IntCounterVec,
+    pub transaction_timeouts: IntCounterVec,
+    pub tcp_connections: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is well-formed: {e}"));
+    registry
+        .register(Box::new(counter.clone()))
+        .unwrap_or_else(|e| panic!("metric {name} is registered once: {e}"));
+    counter
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let tcp_connections = IntGauge::new(
+            "switchyard_edge_tcp_connections",
+            "Open SIP TCP connections",
+        )
+        .unwrap_or_else(|e| panic!("metric is well-formed: {e}"));
+        registry
+            .register(Box::new(tcp_connections.clone()))
+            .unwrap_or_else(|e| panic!("metric is registered once: {e}"));
+        Metrics {
+            sip_requests: counter(
+                &registry,
+                "switchyard_edge_sip_requests_total",
+                "SIP requests received, by method (retransmissions included)",
+                &["method"],
+            ),
+            sip_responses: counter(
+                &registry,
+                "switchyard_edge_sip_responses_total",
+                "SIP responses sent, by request method and status class (1xx..6xx)",
+                &["method", "class"],
+            ),
+            messages_dropped: counter(
+                &registry,
+                "switchyard_edge_sip_messages_dropped_total",
+                "SIP messages dropped without a response, by reason",
+                &["reason"],
+            ),
+            transaction_timeouts: counter(
+                &registry,
+                "switchyard_edge_sip_transaction_timeouts_total",
+                "SIP transactions that timed out, by kind and timer",
+                &["kind", "timer"],
+            ),
+            tcp_connections,
+            registry,
+        }
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buffer) {
+            return format!("# failed to encode metrics: {e}\n");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// Counts a response sent for `method`, labelled by class ("2xx").
+    pub fn response_sent(&self, method: &str, code: u16) {
+        let class = format!("{}xx", code / 100);
+        self.sip_responses
+            .with_label_values(&[method, class.as_str()])
+            .inc();
+    }
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);

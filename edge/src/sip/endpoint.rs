@@ -1,0 +1,312 @@
+//! The SIP core: takes each message from the transport, checks it, matches it to a
+//! transaction, and hands new requests to the application (the transaction user).
+//!
+//! Checks done here, for every request, before the application sees it:
+//! - unparseable: 400 with a `Reason` when a response can be built, otherwise dropped
+//!   and counted;
+//! - missing or inconsistent Call-ID, CSeq, From, To or Via branch: 400 with a `Reason`;
+//! - Max-Forwards 0 on a request the edge would forward: 483;
+//! - the top Via gets `received` and `rport` (RFC 3581) so answers reach phones behind
+//!   NAT.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rsip::param::OtherParamValue;
+use rsip::{Header, Method, Param, Request, Response, SipMessage};
+use tokio::sync::mpsc;
+use tracing::{debug, trace};
+
+use crate::metrics::METRICS;
+use crate::sip::message::{
+    SipHeaders, host_ip, parse, reason_header, response_to, response_to_raw, to_bytes,
+};
+use crate::sip::transaction::{Context, Delivery, Role, ServerTransaction, TransactionKey};
+use crate::sip::transport::{Destination, Inbound, Protocol, Wire};
+
+/// The application on top of the SIP core.
+pub trait Application: Send + Sync + 'static {
+    /// A new request, in its server transaction. Must respond (eventually).
+    fn request(self: Arc<Self>, tx: ServerTransaction) -> impl Future<Output = ()> + Send;
+
+    /// An ACK for a 2xx that no local transaction is waiting for (the INVITE was answered
+    /// by another edge process, or the ACK arrived after our retransmissions stopped).
+    fn stray_ack(
+        self: Arc<Self>,
+        ack: Request,
+        source: Destination,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// A 2xx to an INVITE that no local client transaction is waiting for (a
+    /// retransmission whose ACK was lost): the dialog owner must ACK it again.
+    fn stray_2xx(
+        self: Arc<Self>,
+        response: Response,
+        source: Destination,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+pub struct Endpoint<A> {
+    pub ctx: Context,
+    app: Arc<A>,
+}
+
+impl<A: Application> Endpoint<A> {
+    pub fn new(ctx: Context, app: Arc<A>) -> Arc<Self> {
+        Arc::new(Endpoint { ctx, app })
+    }
+
+    /// Processes inbound messages until the transport closes.
+    pub async fn run(self: Arc<Self>, mut inbound: mpsc::Receiver<Inbound>) {
+        while let Some(message) = inbound.recv().await {
+            self.receive(message);
+        }
+    }
+
+    fn receive(&self, inbound: Inbound) {
+        match parse(&inbound.bytes) {
+            Ok(SipMessage::Request(request)) => self.receive_request(request, inbound.source),
+            Ok(SipMessage::Response(response)) => self.receive_response(response, inbound.source),
+            Err(error) => {
+                debug!(source = %inbound.source.addr, %error, "unparseable SIP message");
+                let answer = error
+                    .head
+                    .as_ref()
+                    .and_then(|head| response_to_raw(head, 400, &error.reason));
+                match answer {
+                    Some(bytes) => {
+                        let method = error
+                            .head
+                            .as_ref()
+                            .and_then(|h| h.method())
+                            .unwrap_or("UNKNOWN");
+                        METRICS.response_sent(method, 400);
+                        let to = error
+                            .head
+                            .as_ref()
+                            .and_then(|h| h.get("Via"))
+                            .map(|via| reply_address_raw(via, &inbound.source))
+                            .unwrap_or(inbound.source);
+                        self.ctx.wire.send(&to, bytes);
+                    }
+                    None => METRICS
+                        .messages_dropped
+                        .with_label_values(&["unparseable"])
+                        .inc(),
+                }
+            }
+        }
+    }
+
+    fn reject(&self, request: &Request, to: &Destination, code: u16, reason: &str) {
+        debug!(method = %request.method, code, reason, "request rejected");
+        if request.method == Method::Ack {
+            METRICS
+                .messages_dropped
+                .with_label_values(&["invalid_ack"])
+                .inc();
+            return;
+        }
+        let mut response = response_to(request, code, Some(&crate::sip::random_token(10)));
+        response.headers.push(reason_header(code, reason));
+        METRICS.response_sent(&request.method.to_string(), code);
+        self.ctx.wire.send(to, to_bytes(response));
+    }
+
+    fn receive_request(&self, mut request: Request, source: Destination) {
+        METRICS
+            .sip_requests
+            .with_label_values(&[request.method.to_string().as_str()])
+            .inc();
+        let reply_to = mark_received(&mut request, &source);
+        if request.call_id().is_err() {
+            // A response must echo the Call-ID (RFC 3261 §8.2.6.2): without one there is
+            // nothing valid to send back.
+            METRICS
+                .messages_dropped
+                .with_label_values(&["missing_call_id"])
+                .inc();
+            return;
+        }
+        if let Err(problem) = check_request(&request) {
+            return self.reject(&request, &reply_to, 400, &problem);
+        }
+        if request.method != Method::Options
+            && request
+                .header_value("Max-Forwards")
+                .is_some_and(|mf| mf.trim() == "0")
+        {
+            return self.reject(&request, &reply_to, 483, "Max-Forwards reached 0");
+        }
+        let Ok(branch) = request.branch() else {
+            return self.reject(&request, &reply_to, 400, "the top Via has no branch");
+        };
+        trace!(method = %request.method, %branch, "request");
+
+        match request.method {
+            Method::Ack => {
+                let key = TransactionKey::new(Role::Server, &branch, &Method::Ack);
+                let Delivery::NoMatch(ack) = self.ctx.table.deliver_request(&key, request) else {
+                    return;
+                };
+                let id = match (ack.call_id(), ack.cseq()) {
+                    (Ok(call_id), Ok((seq, _))) => (call_id, seq),
+                    _ => return,
+                };
+                if let Delivery::NoMatch(ack) = self.ctx.table.deliver_2xx_ack(&id, ack) {
+                    tokio::spawn(self.app.clone().stray_ack(ack, reply_to));
+                }
+            }
+            Method::Cancel => {
+                let invite = TransactionKey::new(Role::Server, &branch, &Method::Invite);
+                let own = TransactionKey::new(Role::Server, &branch, &Method::Cancel);
+                if let Delivery::NoMatch(cancel) = self.ctx.table.deliver_request(&own, request) {
+                    let code = if self.ctx.table.cancel(&invite) {
+                        200
+                    } else {
+                        481
+                    };
+                    match ServerTransaction::start(&self.ctx, cancel, reply_to) {
+                        Ok(tx) => {
+                            let mut response =
+                                response_to(&tx.request, code, Some(&crate::sip::random_token(10)));
+                            if code == 481 {
+                                response.headers.push(reason_header(
+                                    481,
+                                    "no INVITE transaction matches this CANCEL",
+                                ));
+                            }
+                            tx.respond(response);
+                        }
+                        Err(e) => debug!(%e, "CANCEL without a usable Via"),
+                    }
+                }
+            }
+            _ => {
+                let key = TransactionKey::new(Role::Server, &branch, &request.method);
+                let Delivery::NoMatch(request) = self.ctx.table.deliver_request(&key, request)
+                else {
+                    return; // a retransmission, absorbed by its transaction
+                };
+                match ServerTransaction::start(&self.ctx, request, reply_to) {
+                    Ok(tx) => {
+                        tokio::spawn(self.app.clone().request(tx));
+                    }
+                    Err(e) => debug!(%e, "request without a usable Via"),
+                }
+            }
+        }
+    }
+
+    fn receive_response(&self, response: Response, source: Destination) {
+        let (Ok(branch), Ok((_, method))) = (response.branch(), response.cseq()) else {
+            METRICS
+                .messages_dropped
+                .with_label_values(&["invalid_response"])
+                .inc();
+            return;
+        };
+        let key = TransactionKey::new(Role::Client, &branch, &method);
+        if let Delivery::NoMatch(response) = self.ctx.table.deliver_response(&key, response) {
+            let code = response.status_code.code();
+            if method == Method::Invite && (200..300).contains(&code) {
+                tokio::spawn(self.app.clone().stray_2xx(response, source));
+            } else {
+                METRICS
+                    .messages_dropped
+                    .with_label_values(&["stray_response"])
+                    .inc();
+            }
+        }
+    }
+}
+
+/// The headers every request needs to be handled at all (RFC 3261 §8.1.1).
+fn check_request(request: &Request) -> Result<(), String> {
+    request.call_id().map_err(|e| e.to_string())?;
+    let (_, method) = request.cseq().map_err(|e| e.to_string())?;
+    if method != request.method {
+        return Err(format!(
+            "CSeq method {method} does not match the request method {}",
+            request.method
+        ));
+    }
+    request.tag_from().map_err(|e| e.to_string())?;
+    request.tag_to().map_err(|e| e.to_string())?;
+    request.top_via().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Adds `received` (when the source differs from sent-by) and fills an empty `rport`
+/// (RFC 3581) on the top Via; returns where responses go (RFC 3261 §18.2.2).
+fn mark_received(request: &mut Request, source: &Destination) -> Destination {
+    let Some(via) = request.headers.iter_mut().find_map(|h| match h {
+        Header::Via(v) => Some(v),
+        _ => None,
+    }) else {
+        return *source;
+    };
+    let Ok(mut typed) = rsip::headers::ToTypedHeader::typed(via) else {
+        return *source;
+    };
+    let source_ip = source.addr.ip();
+    let sent_by_ip: Option<IpAddr> = host_ip(&typed.uri.host_with_port.host.to_string());
+    if sent_by_ip != Some(source_ip) {
+        typed.params.retain(|p| !matches!(p, Param::Received(_)));
+        typed
+            .params
+            .push(Param::Received(source_ip.to_string().into()));
+    }
+    let mut wants_rport = false;
+    for param in typed.params.iter_mut() {
+        if let Param::Other(name, value) = param
+            && name.to_string().eq_ignore_ascii_case("rport")
+        {
+            wants_rport = true;
+            *value = Some(OtherParamValue::new(source.addr.port().to_string()));
+        }
+    }
+    *via = typed.into();
+    if source.protocol == Protocol::Tcp || wants_rport {
+        return *source;
+    }
+    let port = typed_port(&request.top_via().ok()).unwrap_or(5060);
+    Destination {
+        addr: SocketAddr::new(source_ip, port),
+        ..*source
+    }
+}
+
+fn typed_port(via: &Option<rsip::typed::Via>) -> Option<u16> {
+    via.as_ref()?
+        .uri
+        .host_with_port
+        .port
+        .as_ref()
+        .map(|p| *p.value())
+}
+
+/// Where to answer a message rsip could not parse: `rport` means the source; otherwise
+/// the source IP with the sent-by port.
+fn reply_address_raw(via: &str, source: &Destination) -> Destination {
+    if source.protocol == Protocol::Tcp || via.to_ascii_lowercase().contains("rport") {
+        return *source;
+    }
+    let port = via
+        .split_whitespace()
+        .nth(1)
+        .and_then(|sent_by| sent_by.split(';').next())
+        .and_then(|host_port| host_port.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(5060);
+    Destination {
+        addr: SocketAddr::new(source.addr.ip(), port),
+        ..*source
+    }
+}
+
+/// Sends a message outside any transaction (an ACK for a 2xx, a stateless answer).
+pub fn send_stateless(wire: &Arc<dyn Wire>, to: &Destination, message: impl Into<SipMessage>) {
+    wire.send(to, to_bytes(message));
+}

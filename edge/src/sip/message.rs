@@ -1,0 +1,691 @@
+//! Turning bytes into rsip messages, and the header accessors the layers above share.
+//!
+//! rsip parses the message model, but it expects text already in canonical shape. Phones
+//! and RFC 4475 send more than that, so [`parse`] first normalises the head:
+//! - header lines folded onto continuation lines (leading whitespace) are unfolded;
+//! - compact header names (`v`, `i`, `f`, `t`, `m`, `l`, `c`, `k`, `s`, `r`, `b`, `o`, ...)
+//!   are expanded, and whitespace around the colon is removed;
+//! - comma-separated `Via`, `Route` and `Record-Route` values are split into one header
+//!   each, so "the top Via" is simply the first one;
+//! - the body is cut to `Content-Length` (RFC 3261 §18.3), and a body shorter than it is
+//!   an error.
+//!
+//! When the message cannot be parsed, [`ParseError`] keeps the raw head so that the
+//! caller can still answer 400 with a `Reason` when the request line and the headers a
+//! response needs are readable.
+
+use std::fmt;
+
+use rsip::headers::{ToTypedHeader, UntypedHeader};
+use rsip::{Header, Headers, Method, Request, Response, SipMessage, StatusCode};
+
+/// Bytes a message head may take. Longer heads are refused, not buffered.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Why a message could not be turned into an rsip message.
+#[derive(Debug)]
+pub struct ParseError {
+    pub reason: String,
+    /// The head as far as it could be split into lines; `None` when not even that.
+    pub head: Option<RawHead>,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// A message head split into a start line and normalised `(name, value)` header pairs.
+#[derive(Debug, Clone, Default)]
+pub struct RawHead {
+    pub start_line: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RawHead {
+    pub fn is_request(&self) -> bool {
+        !self.start_line.starts_with("SIP/")
+    }
+
+    /// The method token of a request line.
+    pub fn method(&self) -> Option<&str> {
+        self.start_line
+            .split(' ')
+            .next()
+            .filter(|_| self.is_request())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Compact forms (RFC 3261 §7.3.3 and the extensions the edge deals with).
+fn expand_compact(name: &str) -> &str {
+    if name.len() != 1 {
+        return name;
+    }
+    match name.to_ascii_lowercase().as_str() {
+        "i" => "Call-ID",
+        "m" => "Contact",
+        "e" => "Content-Encoding",
+        "l" => "Content-Length",
+        "c" => "Content-Type",
+        "f" => "From",
+        "s" => "Subject",
+        "k" => "Supported",
+        "t" => "To",
+        "v" => "Via",
+        "r" => "Refer-To",
+        "b" => "Referred-By",
+        "o" => "Event",
+        "u" => "Allow-Events",
+        "x" => "Session-Expires",
+        _ => name,
+    }
+}
+
+/// Headers whose comma-separated values are separate header fields (RFC 3261 §7.3.1).
+fn is_list_header(name: &str) -> bool {
+    ["Via", "Route", "Record-Route"]
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Splits a header value on commas outside quotes and angle brackets.
+pub fn split_list(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quoted, mut escaped, mut start) = (0i32, false, false, 0);
+    for (i, ch) in value.char_indices() {
+        match ch {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => depth += 1,
+            '>' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                parts.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value[start..].trim());
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// Where the head ends: the index of the blank line's end, if present.
+pub fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+}
+
+/// Splits and normalises a message head (see the module comment).
+pub fn parse_head(text: &str) -> RawHead {
+    let mut lines = text.split("\r\n");
+    let start_line = lines.next().unwrap_or_default().trim().to_owned();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            // Continuation of the previous header (line folding).
+            if let Some((_, value)) = headers.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            headers.push((line.trim().to_owned(), String::new()));
+            continue;
+        };
+        let name = expand_compact(name.trim()).to_owned();
+        headers.push((name, value.trim().to_owned()));
+    }
+    // Split list headers only after unfolding, so folded lists split correctly.
+    let mut split = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        if is_list_header(&name) {
+            for part in split_list(&value) {
+                split.push((name.clone(), part.to_owned()));
+            }
+        } else {
+            split.push((name, value));
+        }
+    }
+    RawHead {
+        start_line,
+        headers: split,
+    }
+}
+
+/// rsip 0.4 splits `host:port` at the first colon, so IPv6 references (`[2001:db8::1]`,
+/// RFC 3261 §19.1.1, RFC 5118) would not parse. Before rsip sees a head, each reference is
+/// rewritten to a reserved domain name (`v6-2001-db8--1.ipv6.invalid`, dots of an
+/// embedded IPv4 as `_`), and [`to_bytes`] writes it back, so the rest of the stack only
+/// meets hosts rsip understands. [`host_ip`] reads either form.
+const IPV6_SUFFIX: &str = ".ipv6.invalid";
+
+fn encode_ipv6_references(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('[') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find(']') {
+            Some(end)
+                if end > 1
+                    && after[..end].contains(':')
+                    && after[..end]
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') =>
+            {
+                out.push_str("v6-");
+                out.push_str(&after[..end].replace(':', "-").replace('.', "_"));
+                out.push_str(IPV6_SUFFIX);
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn decode_ipv6_references(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(end) = rest.find(IPV6_SUFFIX) {
+        let head = &rest[..end];
+        match head.rfind("v6-") {
+            Some(start)
+                if head[start + 3..]
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_') =>
+            {
+                out.push_str(&head[..start]);
+                out.push('[');
+                out.push_str(&head[start + 3..].replace('-', ":").replace('_', "."));
+                out.push(']');
+            }
+            _ => out.push_str(&rest[..end + IPV6_SUFFIX.len()]),
+        }
+        rest = &rest[end + IPV6_SUFFIX.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The IP address a host names, if it is a literal (IPv4, IPv6 reference, or the
+/// encoded IPv6 form).
+pub fn host_ip(host: &str) -> Option<std::net::IpAddr> {
+    let decoded = decode_ipv6_references(host);
+    decoded.trim_matches(['[', ']']).parse().ok()
+}
+
+/// Parses one complete message (a UDP datagram, or a frame cut from a TCP stream).
+pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
+    let Some(end) = head_end(bytes) else {
+        let reason = if bytes.len() > MAX_HEAD_BYTES {
+            "message head too long"
+        } else {
+            "no blank line after the headers"
+        };
+        let head = std::str::from_utf8(bytes).ok().map(parse_head);
+        return Err(ParseError {
+            reason: reason.into(),
+            head,
+        });
+    };
+    if end > MAX_HEAD_BYTES {
+        return Err(ParseError {
+            reason: "message head too long".into(),
+            head: None,
+        });
+    }
+    let Ok(head_text) = std::str::from_utf8(&bytes[..end]) else {
+        return Err(ParseError {
+            reason: "message head is not UTF-8".into(),
+            head: None,
+        });
+    };
+    let head = parse_head(head_text);
+    let fail = |reason: String| ParseError {
+        reason,
+        head: Some(head.clone()),
+    };
+    let body = &bytes[end..];
+    let body = match head.get("Content-Length") {
+        Some(value) => {
+            let length: usize = value
+                .parse()
+                .map_err(|_| fail(format!("invalid Content-Length {value:?}")))?;
+            if length > body.len() {
+                return Err(fail(format!(
+                    "Content-Length {length} is larger than the {} byte body",
+                    body.len()
+                )));
+            }
+            &body[..length]
+        }
+        None => body,
+    };
+    let mut canonical = String::with_capacity(end + 64);
+    canonical.push_str(&head.start_line);
+    canonical.push_str("\r\n");
+    for (name, value) in &head.headers {
+        canonical.push_str(name);
+        canonical.push_str(": ");
+        canonical.push_str(value);
+        canonical.push_str("\r\n");
+    }
+    canonical.push_str("\r\n");
+    let canonical = encode_ipv6_references(&canonical);
+    let mut message = SipMessage::try_from(canonical.as_str())
+        .map_err(|e| fail(format!("unparseable message: {e}")))?;
+    *message.body_mut() = body.to_vec();
+    Ok(message)
+}
+
+/// Accessors for the headers every layer needs, with errors that name the header.
+pub trait SipHeaders {
+    fn headers(&self) -> &Headers;
+
+    fn header_value(&self, name: &str) -> Option<String> {
+        self.headers().iter().find_map(|h| header_named(h, name))
+    }
+
+    fn header_values(&self, name: &str) -> Vec<String> {
+        self.headers()
+            .iter()
+            .filter_map(|h| header_named(h, name))
+            .collect()
+    }
+
+    fn call_id(&self) -> Result<String, HeaderError> {
+        self.headers()
+            .iter()
+            .find_map(|h| match h {
+                Header::CallId(c) => Some(c.value().to_owned()),
+                _ => None,
+            })
+            .filter(|c| !c.is_empty())
+            .ok_or(HeaderError::Missing("Call-ID"))
+    }
+
+    /// `(sequence number, method)` of the CSeq header.
+    fn cseq(&self) -> Result<(u32, Method), HeaderError> {
+        let cseq = self
+            .headers()
+            .iter()
+            .find_map(|h| match h {
+                Header::CSeq(c) => Some(c.clone()),
+                _ => None,
+            })
+            .ok_or(HeaderError::Missing("CSeq"))?;
+        let typed = cseq
+            .typed()
+            .map_err(|_| HeaderError::Invalid("CSeq", cseq.value().to_owned()))?;
+        Ok((typed.seq, typed.method))
+    }
+
+    fn top_via(&self) -> Result<rsip::typed::Via, HeaderError> {
+        let via = self
+            .headers()
+            .iter()
+            .find_map(|h| match h {
+                Header::Via(v) => Some(v.clone()),
+                _ => None,
+            })
+            .ok_or(HeaderError::Missing("Via"))?;
+        via.typed()
+            .map_err(|_| HeaderError::Invalid("Via", via.value().to_owned()))
+    }
+
+    /// The branch of the top Via (the transaction id of RFC 3261 §17).
+    fn branch(&self) -> Result<String, HeaderError> {
+        let via = self.top_via()?;
+        via.branch()
+            .map(|b| b.to_string())
+            .filter(|b| !b.is_empty())
+            .ok_or(HeaderError::Invalid("Via", "no branch parameter".into()))
+    }
+
+    fn tag_from(&self) -> Result<Option<String>, HeaderError> {
+        tag_of(self.header_value("From"), "From")
+    }
+
+    fn tag_to(&self) -> Result<Option<String>, HeaderError> {
+        tag_of(self.header_value("To"), "To")
+    }
+}
+
+fn header_named(header: &Header, name: &str) -> Option<String> {
+    let text = header.to_string();
+    let (n, v) = text.split_once(':')?;
+    n.trim()
+        .eq_ignore_ascii_case(name)
+        .then(|| v.trim().to_owned())
+}
+
+/// The `tag` parameter of a From or To value.
+pub fn tag_of(value: Option<String>, name: &'static str) -> Result<Option<String>, HeaderError> {
+    let value = value.ok_or(HeaderError::Missing(name))?;
+    // Parameters after the name-addr's closing '>' (or after the addr-spec).
+    let params = match value.rfind('>') {
+        Some(i) => &value[i + 1..],
+        None => value.split_once(';').map(|(_, p)| p).unwrap_or(""),
+    };
+    Ok(params
+        .split(';')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("tag"))
+        .map(|(_, v)| v.trim().to_owned()))
+}
+
+impl SipHeaders for Request {
+    fn headers(&self) -> &Headers {
+        &self.headers
+    }
+}
+
+impl SipHeaders for Response {
+    fn headers(&self) -> &Headers {
+        &self.headers
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("missing {0} header")]
+    Missing(&'static str),
+    #[error("invalid {0} header: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// A `Reason` header (RFC 3326) explaining a status code to humans and logs.
+pub fn reason_header(code: u16, text: &str) -> Header {
+    let text = text.replace(['"', '\\', '\r', '\n'], " ");
+    Header::Other("Reason".into(), format!("SIP;cause={code};text=\"{text}\""))
+}
+
+/// Builds a response to `request` (RFC 3261 §8.2.6): Via, From, To, Call-ID and CSeq
+/// copied; a To tag added when given and absent.
+pub fn response_to(request: &Request, code: u16, to_tag: Option<&str>) -> Response {
+    let mut headers = Headers::default();
+    for header in request.headers.iter() {
+        match header {
+            Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                headers.push(header.clone())
+            }
+            Header::To(to) => {
+                let mut value = to.value().to_owned();
+                if let Some(tag) = to_tag
+                    && tag_of(Some(value.clone()), "To").ok().flatten().is_none()
+                {
+                    value.push_str(";tag=");
+                    value.push_str(tag);
+                }
+                headers.push(Header::To(rsip::headers::To::new(value)));
+            }
+            _ => {}
+        }
+    }
+    Response {
+        status_code: StatusCode::from(code),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// Builds a response from a head that rsip could not parse, when the headers a response
+/// needs are there (RFC 3261 §8.2.6 copies them verbatim). `None`: answer nothing.
+pub fn response_to_raw(head: &RawHead, code: u16, reason: &str) -> Option<Vec<u8>> {
+    if !head.is_request() || head.method()? == "ACK" {
+        return None;
+    }
+    let vias: Vec<&str> = head.all("Via").collect();
+    let (from, to, call_id, cseq) = (
+        head.get("From")?,
+        head.get("To")?,
+        head.get("Call-ID")?,
+        head.get("CSeq")?,
+    );
+    if vias.is_empty() {
+        return None;
+    }
+    let mut text = format!("SIP/2.0 {code} {}\r\n", reason_phrase(code));
+    for via in vias {
+        text.push_str(&format!("Via: {via}\r\n"));
+    }
+    text.push_str(&format!(
+        "From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+        reason_header(code, reason)
+    ));
+    Some(text.into_bytes())
+}
+
+/// The RFC 3261 reason phrase for the status codes the edge sends and relays.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        489 => "Bad Event",
+        491 => "Request Pending",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        _ => match code / 100 {
+            1 => "Session Progress",
+            2 => "OK",
+            3 => "Redirection",
+            4 => "Request Failure",
+            5 => "Server Failure",
+            _ => "Global Failure",
+        },
+    }
+}
+
+/// Serialises a message with a correct Content-Length, whatever the builder put there,
+/// and the RFC's reason phrase on responses (rsip would print its enum names).
+pub fn to_bytes(message: impl Into<SipMessage>) -> Vec<u8> {
+    let mut message: SipMessage = message.into();
+    let length = message.body().len();
+    let headers = match &mut message {
+        SipMessage::Request(r) => &mut r.headers,
+        SipMessage::Response(r) => &mut r.headers,
+    };
+    headers.retain(|h| !matches!(h, Header::ContentLength(_)));
+    headers.push(Header::ContentLength(length.to_string().into()));
+    let (start_line, headers, body) = match &message {
+        SipMessage::Request(r) => (
+            format!("{} {} SIP/2.0", r.method, r.uri),
+            &r.headers,
+            &r.body,
+        ),
+        SipMessage::Response(r) => {
+            let code = r.status_code.code();
+            (
+                format!("SIP/2.0 {code} {}", reason_phrase(code)),
+                &r.headers,
+                &r.body,
+            )
+        }
+    };
+    let mut head = String::with_capacity(512);
+    head.push_str(&start_line);
+    head.push_str("\r\n");
+    for header in headers.iter() {
+        head.push_str(&header.to_string());
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut bytes = decode_ipv6_references(&head).into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPTIONS: &str = "OPTIONS sip:edge@127.0.0.1 SIP/2.0\r\n\
+        v: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK0\r\n\
+        f: <sip:alice@example.com>;tag=a1\r\n\
+        t : <sip:edge@127.0.0.1>\r\n\
+        i: call-1\r\n\
+        CSeq: 7\r\n OPTIONS\r\n\
+        Max-Forwards: 70\r\n\
+        l: 4\r\n\r\nbodyEXTRA";
+
+    #[test]
+    fn compact_forms_folding_and_lists_are_normalised() {
+        let SipMessage::Request(request) = parse(OPTIONS.as_bytes()).unwrap() else {
+            panic!("a request")
+        };
+        assert_eq!(request.method, Method::Options);
+        assert_eq!(request.call_id().unwrap(), "call-1");
+        assert_eq!(request.cseq().unwrap(), (7, Method::Options));
+        assert_eq!(request.branch().unwrap(), "z9hG4bK1");
+        assert_eq!(request.header_values("Via").len(), 2);
+        assert_eq!(request.tag_from().unwrap().as_deref(), Some("a1"));
+        assert_eq!(request.tag_to().unwrap(), None);
+        assert_eq!(request.body, b"body", "the body is cut to Content-Length");
+    }
+
+    #[test]
+    fn a_body_shorter_than_content_length_is_an_error_with_the_head_kept() {
+        let text = OPTIONS.replace("l: 4", "l: 400");
+        let error = parse(text.as_bytes()).unwrap_err();
+        assert!(
+            error.reason.contains("Content-Length 400"),
+            "{}",
+            error.reason
+        );
+        let head = error.head.unwrap();
+        let response =
+            String::from_utf8(response_to_raw(&head, 400, &error.reason).unwrap()).unwrap();
+        assert!(
+            response.starts_with("SIP/2.0 400 Bad Request\r\n"),
+            "{response}"
+        );
+        assert!(response.contains("Call-ID: call-1\r\n"));
+        assert!(response.contains("Reason: SIP;cause=400;text=\"Content-Length 400"));
+        assert_eq!(response.matches("Via: ").count(), 2);
+    }
+
+    #[test]
+    fn garbage_is_an_error_without_a_response() {
+        let error = parse(b"\x00\x01garbage\r\n\r\n").unwrap_err();
+        let no_response = error
+            .head
+            .as_ref()
+            .and_then(|h| response_to_raw(h, 400, "x"));
+        assert!(no_response.is_none());
+    }
+
+    #[test]
+    fn ipv6_references_survive_parsing_and_serialising() {
+        let text = "OPTIONS sip:edge@[2001:db8::1]:5060 SIP/2.0\r\n\
+            Via: SIP/2.0/UDP [::ffff:192.0.2.1]:5070;branch=z9hG4bK6\r\n\
+            From: <sip:a@[::1]>;tag=a\r\nTo: <sip:edge@[2001:db8::1]>\r\n\
+            Call-ID: v6\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let SipMessage::Request(request) = parse(text.as_bytes()).unwrap() else {
+            panic!("a request")
+        };
+        assert_eq!(request.uri.port().map(|p| *p.value()), Some(5060));
+        let via = request.top_via().unwrap();
+        assert_eq!(
+            host_ip(&via.uri.host_with_port.host.to_string()),
+            "::ffff:192.0.2.1".parse().ok()
+        );
+        let out = String::from_utf8(to_bytes(request)).unwrap();
+        assert!(
+            out.starts_with("OPTIONS sip:edge@[2001:db8::1]:5060 SIP/2.0\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Via: SIP/2.0/UDP [::ffff:192.0.2.1]:5070;branch=z9hG4bK6"),
+            "{out}"
+        );
+        assert!(out.contains("From: <sip:a@[::1]>;tag=a"), "{out}");
+        assert_eq!(host_ip("127.0.0.1"), "127.0.0.1".parse().ok());
+        assert_eq!(host_ip("example.com"), None);
+    }
+
+    #[test]
+    fn split_list_respects_quotes_and_brackets() {
+        assert_eq!(
+            split_list(r#""a, b" <sip:x@y;p=1,2>, <sip:z>"#),
+            vec![r#""a, b" <sip:x@y;p=1,2>"#, "<sip:z>"]
+        );
+    }
+
+    #[test]
+    fn response_copies_headers_and_adds_the_to_tag() {
+        let SipMessage::Request(request) = parse(OPTIONS.as_bytes()).unwrap() else {
+            panic!("a request")
+        };
+        let response = response_to(&request, 200, Some("edge-tag"));
+        assert_eq!(response.tag_to().unwrap().as_deref(), Some("edge-tag"));
+        assert_eq!(response.header_values("Via").len(), 2);
+        assert_eq!(response.cseq().unwrap(), (7, Method::Options));
+        let text = String::from_utf8(to_bytes(response)).unwrap();
+        assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
+        assert!(text.contains("Content-Length: 0\r\n"), "{text}");
+    }
+}
