@@ -1,0 +1,146 @@
+//! Drift repair: the routing table is compared with what the watch cache declares and
+//! rebuilt when they differ.
+//!
+//! - At start (once the caches are synced) and every `--resync-interval`: a full sync.
+//! - Every second: the table's generation key is checked. When it is gone (Redis
+//!   restarted empty, or someone deleted it), the table is rebuilt at once, so edges get
+//!   their routes back within seconds, without a restart.
+//! - While Redis is down, each check fails quietly (logged once); per-resource reconciles
+//!   retry with backoff and report `RedisUnavailable`.
+//!
+//! After a full sync, resources whose status disagrees with the outcome (for example
+//! still `RedisUnavailable`, or `Conflict` while they now own their key) get a reconcile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_routing::{PhoneNumber, Route, RouteWriter, StoreError};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{info, warn};
+
+use crate::controller::{Context, ready_condition, reason};
+use crate::ownership::{self, Resolution, owner_of};
+
+/// How often the generation key is checked.
+pub const TABLE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a full sync found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Redis already held exactly the declared table.
+    InSync,
+    /// The table differed (or was absent) and was replaced.
+    Repaired,
+}
+
+/// Routes compared as a set: order in Redis is not meaningful.
+fn same_table(current: &[Route], desired: &[Route]) -> bool {
+    let sorted = |routes: &[Route]| {
+        let mut routes = routes.to_vec();
+        routes.sort_by_key(|r| (r.key.field(), r.owner.clone()));
+        routes
+    };
+    current.len() == desired.len() && sorted(current) == sorted(desired)
+}
+
+/// Compares the table with the watch cache and replaces it if they differ.
+pub async fn full_sync(ctx: &Context) -> Result<SyncOutcome, StoreError> {
+    let (all, resolution, outcome) = {
+        let _exclusive = ctx.table_lock.write().await;
+        let all = ctx.inventory.state();
+        let resolution = ownership::resolve(&all);
+        let (version, current) = ctx.routes.load().await?;
+        let outcome = if version.is_some() && same_table(&current, &resolution.routes) {
+            SyncOutcome::InSync
+        } else {
+            ctx.routes.replace_all(&resolution.routes).await?;
+            SyncOutcome::Repaired
+        };
+        (all, resolution, outcome)
+    };
+    ctx.metrics.observe_resolution(&resolution);
+    for pn in &all {
+        if status_disagrees(pn, &resolution) {
+            ctx.triggers.reconcile(pn);
+        }
+    }
+    Ok(outcome)
+}
+
+/// Whether `pn`'s Ready reason differs from what the resolution says it should be.
+fn status_disagrees(pn: &PhoneNumber, resolution: &Resolution) -> bool {
+    if pn.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let owner = owner_of(pn);
+    let expected = if resolution.conflicts.contains_key(&owner) {
+        reason::CONFLICT
+    } else if resolution.invalid.contains(&owner) {
+        reason::INVALID_SPEC
+    } else if resolution.routes.iter().any(|r| r.owner == owner) {
+        reason::PROGRAMMED
+    } else {
+        // Owns its key but has no finalizer yet: its own reconcile is on the way.
+        return false;
+    };
+    let observed = pn.status.as_ref().and_then(|s| s.observed_generation);
+    ready_condition(pn).is_none_or(|c| c.reason != expected) || observed != pn.metadata.generation
+}
+
+async fn logged_full_sync(ctx: &Context, trigger: &str) {
+    match full_sync(ctx).await {
+        Ok(SyncOutcome::InSync) => ctx.metrics.full_sync(trigger, "in_sync"),
+        Ok(SyncOutcome::Repaired) => {
+            info!(trigger, "routing table rebuilt from the watch cache");
+            ctx.metrics.full_sync(trigger, "repaired");
+        }
+        Err(error) => {
+            warn!(trigger, %error, "full sync failed; will retry");
+            ctx.metrics.full_sync(trigger, "failed");
+        }
+    }
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(ctx: Arc<Context>, every: Duration, mut stop: watch::Receiver<bool>) {
+    tokio::select! {
+        ready = ctx.inventory.wait_until_ready() => if ready.is_err() { return },
+        () = crate::stopped(&mut stop) => return,
+    }
+    logged_full_sync(&ctx, "startup").await;
+    let mut periodic = tokio::time::interval_at(Instant::now() + every, every);
+    periodic.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut check = tokio::time::interval(TABLE_CHECK_INTERVAL);
+    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut redis_up = true;
+    loop {
+        tokio::select! {
+            _ = periodic.tick() => logged_full_sync(&ctx, "periodic").await,
+            _ = check.tick() => {
+                ctx.metrics.observe_resolution(&ownership::resolve(&ctx.inventory.state()));
+                match ctx.routes.version().await {
+                    Ok(None) => {
+                        redis_up = true;
+                        warn!("routing table absent from Redis (restarted empty?); rebuilding");
+                        logged_full_sync(&ctx, "table_absent").await;
+                    }
+                    Ok(Some(_)) => {
+                        if !redis_up {
+                            info!("Redis is reachable again");
+                            redis_up = true;
+                            logged_full_sync(&ctx, "redis_back").await;
+                        }
+                    }
+                    Err(error) => {
+                        if redis_up {
+                            warn!(%error, "Redis is unreachable; retrying every second");
+                            redis_up = false;
+                        }
+                    }
+                }
+            }
+            () = crate::stopped(&mut stop) => return,
+        }
+    }
+}
