@@ -8,7 +8,7 @@
 //! - [`resync`]: full sync and the fast rebuild when the table disappears.
 //! - [`leader`]: leader election with a `coordination.k8s.io/v1` Lease.
 //! - [`metrics`], [`http`]: Prometheus metrics and `/metrics`, `/healthz`, `/readyz`.
-//! - [`telemetry`]: logging.
+//! - [`telemetry`]: logging to stderr.
 
 pub mod config;
 pub mod controller;

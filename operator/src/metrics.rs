@@ -205,12 +205,14 @@ mod tests {
         m.reconciled(ReconcileResult::Programmed, 0.01);
         m.reconciled(ReconcileResult::Conflict, 0.01);
         m.set_leader(true);
-        let mut resolution = Resolution::default();
-        resolution.routes = vec![
-            route(RouteKey::Number("1".into())),
-            route(RouteKey::Number("2".into())),
-            route(RouteKey::Pattern("3.*".into())),
-        ];
+        let mut resolution = Resolution {
+            routes: vec![
+                route(RouteKey::Number("1".into())),
+                route(RouteKey::Number("2".into())),
+                route(RouteKey::Pattern("3.*".into())),
+            ],
+            ..Resolution::default()
+        };
         resolution
             .conflicts
             .insert(Owner("t/b".into()), Owner("t/a".into()));
