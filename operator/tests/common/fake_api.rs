@@ -12,12 +12,30 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use switchyard_routing::{PhoneNumber, PhoneNumberSpec};
+use tokio::sync::{mpsc, watch};
+
+type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// An answer: a JSON document, or a watch stream of events.
+enum Reply {
+    Json(u16, Value),
+    Watch(mpsc::UnboundedReceiver<Bytes>),
+}
+
+impl From<(u16, Value)> for Reply {
+    fn from((code, value): (u16, Value)) -> Self {
+        Reply::Json(code, value)
+    }
+}
 
 /// One request the operator made.
 #[derive(Debug, Clone)]
@@ -38,12 +56,19 @@ struct State {
     failures: Vec<(String, u16)>,
     /// After the next Lease read, another replica writes the Lease as this holder.
     race_after_lease_read: Option<String>,
+    /// Every PhoneNumber watch event: (resourceVersion, namespace, event JSON line).
+    history: Vec<(u64, String, Bytes)>,
+    /// Open watches: (namespace or all, stream).
+    watches: Vec<(Option<String>, mpsc::UnboundedSender<Bytes>)>,
+    /// Bumped on every PhoneNumber change, so tests can wait for one.
+    changes: watch::Sender<u64>,
 }
 
 #[derive(Clone)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
     store: Store<PhoneNumber>,
+    changes: watch::Receiver<u64>,
 }
 
 fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
@@ -61,7 +86,9 @@ fn key(resource: &str, namespace: &str, name: &str) -> String {
 impl FakeApi {
     /// Starts the fake and returns a client talking to it.
     pub fn start() -> (kube::Client, FakeApi) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut handle) =
+            tower_test::mock::pair::<Request<Body>, Response<ResponseBody>>();
+        let (changes, changes_rx) = watch::channel(0);
         let (store, mut writer) = reflector::store::<PhoneNumber>();
         // An empty, complete first list: the cache is ready.
         writer.apply_watcher_event(&watcher::Event::Init);
@@ -74,8 +101,12 @@ impl FakeApi {
                 writer,
                 failures: Vec::new(),
                 race_after_lease_read: None,
+                history: Vec::new(),
+                watches: Vec::new(),
+                changes,
             })),
             store,
+            changes: changes_rx,
         };
         let server = api.clone();
         tokio::spawn(async move {
@@ -95,11 +126,29 @@ impl FakeApi {
                         .to_string(),
                     body,
                 };
-                let (code, value) = server.answer(&recorded);
+                let (code, body) = match server.answer(&recorded) {
+                    Reply::Json(code, value) => {
+                        let bytes = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+                        (
+                            code,
+                            Full::new(bytes)
+                                .map_err(|never| match never {})
+                                .boxed_unsync(),
+                        )
+                    }
+                    Reply::Watch(rx) => {
+                        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                            rx.recv()
+                                .await
+                                .map(|line| (Ok::<_, std::io::Error>(Frame::data(line)), rx))
+                        });
+                        (200, StreamBody::new(frames).boxed_unsync())
+                    }
+                };
                 let response = Response::builder()
                     .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
                     .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&value).unwrap_or_default()))
+                    .body(body)
                     .expect("a valid response");
                 send.send_response(response);
             }
@@ -145,6 +194,7 @@ impl FakeApi {
         state.resource_version.to_string()
     }
 
+    /// A PhoneNumber changed: update the test's store, and tell every open watch.
     fn sync_store(state: &mut State, value: &Value, deleted: bool) {
         let pn: PhoneNumber =
             serde_json::from_value(value.clone()).expect("the fake holds valid PhoneNumbers");
@@ -154,6 +204,89 @@ impl FakeApi {
             watcher::Event::Apply(pn)
         };
         state.writer.apply_watcher_event(&event);
+
+        let kind = if deleted { "DELETED" } else { "MODIFIED" };
+        let mut line = serde_json::to_vec(&json!({"type": kind, "object": value})).unwrap();
+        line.push(b'\n');
+        let line = Bytes::from(line);
+        let namespace = value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        state.watches.retain(|(scope, tx)| {
+            if scope.as_ref().is_some_and(|s| *s != namespace) {
+                return !tx.is_closed();
+            }
+            tx.send(line.clone()).is_ok()
+        });
+        let rv = state.resource_version;
+        state.history.push((rv, namespace, line));
+        state.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until `done` holds, checking after every PhoneNumber change and at least
+    /// every 50 ms (for conditions on Redis). Panics after `within`.
+    pub async fn wait_until<F, Fut>(&self, within: std::time::Duration, what: &str, mut done: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut changes = self.changes.clone();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if done().await {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("not within {within:?}: {what}");
+            }
+            let tick = tokio::time::sleep(std::time::Duration::from_millis(50));
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tick => {}
+            }
+        }
+    }
+
+    fn list_or_watch(state: &mut State, namespace: Option<&str>, query: &str) -> Reply {
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        let in_scope = |ns: &str| namespace.is_none_or(|n| n == ns);
+        if param("watch").as_deref() == Some("true") {
+            let since: u64 = param("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let (tx, rx) = mpsc::unbounded_channel();
+            for (rv, ns, line) in &state.history {
+                if *rv > since && in_scope(ns) {
+                    let _ = tx.send(line.clone());
+                }
+            }
+            state.watches.push((namespace.map(str::to_string), tx));
+            return Reply::Watch(rx);
+        }
+        let items: Vec<Value> = state
+            .objects
+            .iter()
+            .filter(|(k, v)| {
+                k.starts_with("phonenumbers/")
+                    && in_scope(v["metadata"]["namespace"].as_str().unwrap_or_default())
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        Reply::Json(
+            200,
+            json!({
+                "apiVersion": "switchyard.dev/v1alpha1",
+                "kind": "PhoneNumberList",
+                "metadata": {"resourceVersion": state.resource_version.to_string()},
+                "items": items,
+            }),
+        )
     }
 
     /// Creates a PhoneNumber as the API server would (uid, generation 1, timestamps).
@@ -229,7 +362,7 @@ impl FakeApi {
             .cloned()
     }
 
-    fn answer(&self, request: &Recorded) -> (u16, Value) {
+    fn answer(&self, request: &Recorded) -> Reply {
         let mut state = self.state.lock().unwrap();
         state.log.push(request.clone());
         if let Some((_, code)) = state
@@ -237,9 +370,13 @@ impl FakeApi {
             .iter()
             .find(|(part, _)| request.path.contains(part.as_str()))
         {
-            return status(*code, "InternalError", "injected failure");
+            return status(*code, "InternalError", "injected failure").into();
         }
         let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+        // apis/<group>/<version>/phonenumbers: a list or watch in all namespaces
+        if let ["apis", _, _, "phonenumbers"] = segments.as_slice() {
+            return Self::list_or_watch(&mut state, None, &request.query);
+        }
         // apis/<group>/<version>/namespaces/<ns>/<resource>[/<name>[/<subresource>]]
         let (resource, namespace, name, sub) = match segments.as_slice() {
             ["apis", _, _, "namespaces", ns, resource] => (*resource, *ns, None, None),
@@ -247,118 +384,125 @@ impl FakeApi {
             ["apis", _, _, "namespaces", ns, resource, name, sub] => {
                 (*resource, *ns, Some(*name), Some(*sub))
             }
-            _ => return status(404, "NotFound", "no such path in the fake"),
+            _ => return status(404, "NotFound", "no such path in the fake").into(),
         };
         let method = request.method.as_str();
-        match (resource, name, sub, method) {
-            ("events", None, None, "POST") => (201, request.body.clone()),
-            ("events", Some(_), None, "PATCH") => (200, request.body.clone()),
-            ("leases", None, None, "POST") => {
-                let name = request.body["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default();
-                let k = key("leases", namespace, name);
-                if state.objects.contains_key(&k) {
-                    return status(409, "AlreadyExists", "lease exists");
-                }
-                let rv = Self::next_version(&mut state);
-                let mut value = request.body.clone();
-                value["metadata"]["resourceVersion"] = json!(rv);
-                state.objects.insert(k, value.clone());
-                (201, value)
-            }
-            ("leases", Some(name), None, "GET") => {
-                let k = key("leases", namespace, name);
-                let Some(value) = state.objects.get(&k).cloned() else {
-                    if let Some(holder) = state.race_after_lease_read.take() {
-                        // Another replica creates the Lease right after our read.
-                        let rv = Self::next_version(&mut state);
-                        let created = json!({
-                            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                            "metadata": {"name": name, "namespace": namespace, "resourceVersion": rv},
-                            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
-                                     "renewTime": Timestamp::now().to_string(), "leaseTransitions": 0},
-                        });
-                        state.objects.insert(k, created);
-                    }
-                    return status(404, "NotFound", "no such lease");
-                };
-                if let Some(holder) = state.race_after_lease_read.take() {
-                    let rv = Self::next_version(&mut state);
-                    let mut raced = value.clone();
-                    raced["spec"]["holderIdentity"] = json!(holder);
-                    raced["spec"]["renewTime"] = json!(Timestamp::now().to_string());
-                    raced["metadata"]["resourceVersion"] = json!(rv);
-                    state.objects.insert(k, raced);
-                }
-                (200, value)
-            }
-            ("leases", Some(name), None, "PUT") => {
-                let k = key("leases", namespace, name);
-                let Some(current) = state.objects.get(&k) else {
-                    return status(404, "NotFound", "no such lease");
-                };
-                if request.body["metadata"]["resourceVersion"]
-                    != current["metadata"]["resourceVersion"]
-                {
-                    return status(409, "Conflict", "the lease was modified");
-                }
-                let rv = Self::next_version(&mut state);
-                let mut value = request.body.clone();
-                value["metadata"]["resourceVersion"] = json!(rv);
-                state.objects.insert(k, value.clone());
-                (200, value)
-            }
-            ("phonenumbers", Some(name), None, "PATCH") => {
-                let k = key("phonenumbers", namespace, name);
-                let Some(mut value) = state.objects.get(&k).cloned() else {
-                    return status(404, "NotFound", "no such PhoneNumber");
-                };
-                let Ok(patch) = serde_json::from_value::<json_patch::Patch>(request.body.clone())
-                else {
-                    return status(415, "UnsupportedMediaType", "only JSON patches here");
-                };
-                // The API server (evanphx/json-patch) treats a missing member as null for
-                // `test`, which kube's finalizer patch relies on.
-                if value["metadata"].get("finalizers").is_none() {
-                    value["metadata"]["finalizers"] = Value::Null;
-                }
-                if json_patch::patch(&mut value, &patch).is_err() {
-                    return status(422, "Invalid", "the JSON patch test failed");
-                }
-                if value["metadata"]["finalizers"].is_null()
-                    && let Some(meta) = value["metadata"].as_object_mut()
-                {
-                    meta.remove("finalizers");
-                }
-                let rv = Self::next_version(&mut state);
-                value["metadata"]["resourceVersion"] = json!(rv);
-                let released = value["metadata"]["deletionTimestamp"].is_string()
-                    && value["metadata"]["finalizers"]
-                        .as_array()
-                        .is_none_or(|f| f.is_empty());
-                Self::sync_store(&mut state, &value, released);
-                if released {
-                    state.objects.remove(&k);
-                } else {
-                    state.objects.insert(k, value.clone());
-                }
-                (200, value)
-            }
-            ("phonenumbers", Some(name), Some("status"), "PATCH") => {
-                let k = key("phonenumbers", namespace, name);
-                let Some(mut value) = state.objects.get(&k).cloned() else {
-                    return status(404, "NotFound", "no such PhoneNumber");
-                };
-                // The operator is the only manager of status here: apply replaces it.
-                value["status"] = request.body["status"].clone();
-                let rv = Self::next_version(&mut state);
-                value["metadata"]["resourceVersion"] = json!(rv);
-                Self::sync_store(&mut state, &value, false);
-                state.objects.insert(k, value.clone());
-                (200, value)
-            }
-            _ => status(404, "NotFound", "not handled by the fake"),
+        if (resource, name, method) == ("phonenumbers", None, "GET") {
+            return Self::list_or_watch(&mut state, Some(namespace), &request.query);
         }
+        let mut json_reply = || -> (u16, Value) {
+            match (resource, name, sub, method) {
+                ("events", None, None, "POST") => (201, request.body.clone()),
+                ("events", Some(_), None, "PATCH") => (200, request.body.clone()),
+                ("leases", None, None, "POST") => {
+                    let name = request.body["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default();
+                    let k = key("leases", namespace, name);
+                    if state.objects.contains_key(&k) {
+                        return status(409, "AlreadyExists", "lease exists");
+                    }
+                    let rv = Self::next_version(&mut state);
+                    let mut value = request.body.clone();
+                    value["metadata"]["resourceVersion"] = json!(rv);
+                    state.objects.insert(k, value.clone());
+                    (201, value)
+                }
+                ("leases", Some(name), None, "GET") => {
+                    let k = key("leases", namespace, name);
+                    let Some(value) = state.objects.get(&k).cloned() else {
+                        if let Some(holder) = state.race_after_lease_read.take() {
+                            // Another replica creates the Lease right after our read.
+                            let rv = Self::next_version(&mut state);
+                            let created = json!({
+                                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                "metadata": {"name": name, "namespace": namespace, "resourceVersion": rv},
+                                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                                         "renewTime": Timestamp::now().to_string(), "leaseTransitions": 0},
+                            });
+                            state.objects.insert(k, created);
+                        }
+                        return status(404, "NotFound", "no such lease");
+                    };
+                    if let Some(holder) = state.race_after_lease_read.take() {
+                        let rv = Self::next_version(&mut state);
+                        let mut raced = value.clone();
+                        raced["spec"]["holderIdentity"] = json!(holder);
+                        raced["spec"]["renewTime"] = json!(Timestamp::now().to_string());
+                        raced["metadata"]["resourceVersion"] = json!(rv);
+                        state.objects.insert(k, raced);
+                    }
+                    (200, value)
+                }
+                ("leases", Some(name), None, "PUT") => {
+                    let k = key("leases", namespace, name);
+                    let Some(current) = state.objects.get(&k) else {
+                        return status(404, "NotFound", "no such lease");
+                    };
+                    if request.body["metadata"]["resourceVersion"]
+                        != current["metadata"]["resourceVersion"]
+                    {
+                        return status(409, "Conflict", "the lease was modified");
+                    }
+                    let rv = Self::next_version(&mut state);
+                    let mut value = request.body.clone();
+                    value["metadata"]["resourceVersion"] = json!(rv);
+                    state.objects.insert(k, value.clone());
+                    (200, value)
+                }
+                ("phonenumbers", Some(name), None, "PATCH") => {
+                    let k = key("phonenumbers", namespace, name);
+                    let Some(mut value) = state.objects.get(&k).cloned() else {
+                        return status(404, "NotFound", "no such PhoneNumber");
+                    };
+                    let Ok(patch) =
+                        serde_json::from_value::<json_patch::Patch>(request.body.clone())
+                    else {
+                        return status(415, "UnsupportedMediaType", "only JSON patches here");
+                    };
+                    // The API server (evanphx/json-patch) treats a missing member as null for
+                    // `test`, which kube's finalizer patch relies on.
+                    if value["metadata"].get("finalizers").is_none() {
+                        value["metadata"]["finalizers"] = Value::Null;
+                    }
+                    if json_patch::patch(&mut value, &patch).is_err() {
+                        return status(422, "Invalid", "the JSON patch test failed");
+                    }
+                    if value["metadata"]["finalizers"].is_null()
+                        && let Some(meta) = value["metadata"].as_object_mut()
+                    {
+                        meta.remove("finalizers");
+                    }
+                    let rv = Self::next_version(&mut state);
+                    value["metadata"]["resourceVersion"] = json!(rv);
+                    let released = value["metadata"]["deletionTimestamp"].is_string()
+                        && value["metadata"]["finalizers"]
+                            .as_array()
+                            .is_none_or(|f| f.is_empty());
+                    Self::sync_store(&mut state, &value, released);
+                    if released {
+                        state.objects.remove(&k);
+                    } else {
+                        state.objects.insert(k, value.clone());
+                    }
+                    (200, value)
+                }
+                ("phonenumbers", Some(name), Some("status"), "PATCH") => {
+                    let k = key("phonenumbers", namespace, name);
+                    let Some(mut value) = state.objects.get(&k).cloned() else {
+                        return status(404, "NotFound", "no such PhoneNumber");
+                    };
+                    // The operator is the only manager of status here: apply replaces it.
+                    value["status"] = request.body["status"].clone();
+                    let rv = Self::next_version(&mut state);
+                    value["metadata"]["resourceVersion"] = json!(rv);
+                    Self::sync_store(&mut state, &value, false);
+                    state.objects.insert(k, value.clone());
+                    (200, value)
+                }
+                _ => status(404, "NotFound", "not handled by the fake"),
+            }
+        };
+        json_reply().into()
     }
 }
