@@ -372,7 +372,7 @@ async fn update_status(
     .await
     .map_err(Error::Kube)?;
     if state_changed {
-        info!(ready = ready.ok, reason = ready.reason, message = %ready.message, "status changed");
+        info!(ready = ready.ok, reason = ready.reason, detail = %ready.message, "status changed");
     }
     Ok(state_changed)
 }

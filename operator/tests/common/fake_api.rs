@@ -84,16 +84,13 @@ fn key(resource: &str, namespace: &str, name: &str) -> String {
 }
 
 impl FakeApi {
-    /// Starts the fake and returns a client talking to it.
-    pub fn start() -> (kube::Client, FakeApi) {
-        let (service, mut handle) =
-            tower_test::mock::pair::<Request<Body>, Response<ResponseBody>>();
+    fn new() -> FakeApi {
         let (changes, changes_rx) = watch::channel(0);
         let (store, mut writer) = reflector::store::<PhoneNumber>();
         // An empty, complete first list: the cache is ready.
         writer.apply_watcher_event(&watcher::Event::Init);
         writer.apply_watcher_event(&watcher::Event::InitDone);
-        let api = FakeApi {
+        FakeApi {
             state: Arc::new(Mutex::new(State {
                 objects: BTreeMap::new(),
                 resource_version: 1,
@@ -107,54 +104,99 @@ impl FakeApi {
             })),
             store,
             changes: changes_rx,
-        };
+        }
+    }
+
+    /// Starts the fake in-process and returns a client talking to it.
+    pub fn start() -> (kube::Client, FakeApi) {
+        let (service, mut handle) =
+            tower_test::mock::pair::<Request<Body>, Response<ResponseBody>>();
+        let api = FakeApi::new();
         let server = api.clone();
         tokio::spawn(async move {
             while let Some((request, send)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap_or_default();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let recorded = Recorded {
-                    method: parts.method.to_string(),
-                    path: parts.uri.path().to_string(),
-                    query: parts.uri.query().unwrap_or_default().to_string(),
-                    content_type: parts
-                        .headers
-                        .get(http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string(),
-                    body,
-                };
-                let (code, body) = match server.answer(&recorded) {
-                    Reply::Json(code, value) => {
-                        let bytes = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
-                        (
-                            code,
-                            Full::new(bytes)
-                                .map_err(|never| match never {})
-                                .boxed_unsync(),
-                        )
-                    }
-                    Reply::Watch(rx) => {
-                        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-                            rx.recv()
-                                .await
-                                .map(|line| (Ok::<_, std::io::Error>(Frame::data(line)), rx))
-                        });
-                        (200, StreamBody::new(frames).boxed_unsync())
-                    }
-                };
-                let response = Response::builder()
-                    .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .expect("a valid response");
-                send.send_response(response);
+                send.send_response(server.respond(&parts, &bytes));
             }
         });
         let client = kube::Client::new(service, "default");
         (client, api)
+    }
+
+    /// Starts the fake as a plain-HTTP API server on 127.0.0.1, for tests that run the
+    /// operator binary with a kubeconfig pointing at it.
+    pub async fn start_http() -> (std::net::SocketAddr, FakeApi) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("a bound address");
+        let api = FakeApi::new();
+        let server = api.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: Request<hyper::body::Incoming>| {
+                            let server = server.clone();
+                            async move {
+                                let (parts, body) = request.into_parts();
+                                let bytes = body
+                                    .collect()
+                                    .await
+                                    .map(|c| c.to_bytes())
+                                    .unwrap_or_default();
+                                Ok::<_, std::convert::Infallible>(server.respond(&parts, &bytes))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, api)
+    }
+
+    fn respond(&self, parts: &http::request::Parts, bytes: &[u8]) -> Response<ResponseBody> {
+        let recorded = Recorded {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or_default().to_string(),
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            body: serde_json::from_slice(bytes).unwrap_or(Value::Null),
+        };
+        let (code, body) = match self.answer(&recorded) {
+            Reply::Json(code, value) => {
+                let bytes = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+                (
+                    code,
+                    Full::new(bytes)
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                )
+            }
+            Reply::Watch(rx) => {
+                let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv()
+                        .await
+                        .map(|line| (Ok::<_, std::io::Error>(Frame::data(line)), rx))
+                });
+                (200, StreamBody::new(frames).boxed_unsync())
+            }
+        };
+        Response::builder()
+            .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("a valid response")
     }
 
     /// The watch cache this fake keeps up to date.
