@@ -14,8 +14,9 @@ use thiserror::Error;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "switchyard-operator", version, about, long_about = None)]
 pub struct Config {
-    /// Redis holding the routing table: `redis://[user:password@]host:port[/db]` or
-    /// `redis+unix:///path/to/socket`, as the redis crate parses them.
+    /// Redis holding the routing table: `redis://[user:password@]host:port[/db]`,
+    /// `rediss://...` (TLS, system roots) or `redis+unix:///path/to/socket`, as the redis
+    /// crate parses them.
     #[arg(long, env = "SWITCHYARD_REDIS_URL", value_name = "URL")]
     pub redis_url: String,
 
@@ -296,6 +297,17 @@ mod tests {
             client.get_connection_info().redis_settings().password(),
             Some("in-url")
         );
+    }
+
+    #[test]
+    fn tls_and_unix_socket_urls_are_accepted() {
+        for url in [
+            "rediss://redis.example:6380/0",
+            "redis+unix:///run/redis.sock",
+        ] {
+            let c = parse(&["--redis-url", url]).unwrap();
+            assert!(c.redis_client().is_ok(), "{url}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! overwrites a write made after its snapshot of the watch cache.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,8 @@ pub struct Context {
     /// Shared by reconcile writes, exclusive for a full sync.
     pub table_lock: RwLock<()>,
     failures: Mutex<HashMap<ObjectRef<PhoneNumber>, u32>>,
+    /// Set when a resource changed state: the route and conflict gauges need a recount.
+    gauges_stale: AtomicBool,
 }
 
 impl Context {
@@ -101,7 +104,13 @@ impl Context {
             metrics,
             table_lock: RwLock::new(()),
             failures: Mutex::new(HashMap::new()),
+            gauges_stale: AtomicBool::new(true),
         }
+    }
+
+    /// Whether the gauges need a recount since the last call.
+    pub fn take_gauges_stale(&self) -> bool {
+        self.gauges_stale.swap(false, Ordering::Relaxed)
     }
 
     fn failed(&self, key: ObjectRef<PhoneNumber>) -> u32 {
@@ -292,6 +301,7 @@ async fn apply(pn: &PhoneNumber, api: &Api<PhoneNumber>, ctx: &Context) -> Resul
     // 3. Status, 4. events and the other claimants, when something changed.
     let changed = update_status(pn, api, &ready).await?;
     if changed {
+        ctx.gauges_stale.store(true, Ordering::Relaxed);
         announce(pn, &ready, ctx).await;
         trigger_claimants(pn, &outcome, &all, ctx);
     }
@@ -338,6 +348,7 @@ async fn cleanup(pn: &PhoneNumber, api: &Api<PhoneNumber>, ctx: &Context) -> Res
         )
         .await;
     }
+    ctx.gauges_stale.store(true, Ordering::Relaxed);
     let all = ctx.inventory.state();
     let outcome = ownership::decide(pn, &all);
     trigger_claimants(pn, &outcome, &all, ctx);
@@ -416,7 +427,7 @@ fn trigger_claimants(pn: &PhoneNumber, outcome: &Outcome, all: &[Arc<PhoneNumber
         if owner_of(other) == me {
             continue;
         }
-        let same_key = key.is_some() && ownership::claimed_key(other).as_ref() == key;
+        let same_key = key.is_some_and(|key| ownership::claims(other, key));
         if same_key || waiting(other) {
             debug!(other = %owner_of(other), "queueing a reconcile of another claimant");
             ctx.triggers.reconcile(other);

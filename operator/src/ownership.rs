@@ -6,7 +6,7 @@
 //! others report `Ready=False, reason=Conflict` and take over by themselves when the owner
 //! goes away, because the next decision no longer sees it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
@@ -28,13 +28,28 @@ fn precedence(pn: &PhoneNumber) -> (bool, Option<Timestamp>, Owner) {
     (created.is_none(), created, owner_of(pn))
 }
 
+/// The key a spec names, valid or not. Cheap: no regex is compiled.
+pub fn declared_key(pn: &PhoneNumber) -> Option<RouteKey> {
+    match (&pn.spec.phone_number, &pn.spec.pattern) {
+        (Some(number), None) => Some(RouteKey::Number(number.clone())),
+        (None, Some(pattern)) => Some(RouteKey::Pattern(pattern.clone())),
+        _ => None,
+    }
+}
+
 /// The key a resource claims, if it claims one: it is not being deleted and its spec is
 /// valid.
 pub fn claimed_key(pn: &PhoneNumber) -> Option<RouteKey> {
     if pn.metadata.deletion_timestamp.is_some() || validate_spec(&pn.spec).is_err() {
         return None;
     }
-    Route::from_spec(owner_of(pn), &pn.spec).map(|r| r.key)
+    declared_key(pn)
+}
+
+/// Whether `pn` claims `key`. Validates (compiles a pattern) only when the key matches,
+/// so checking every resource against one key stays cheap.
+pub fn claims(pn: &PhoneNumber, key: &RouteKey) -> bool {
+    declared_key(pn).as_ref() == Some(key) && claimed_key(pn).is_some()
 }
 
 /// What one resource should be, given every resource the operator sees.
@@ -61,8 +76,8 @@ pub fn decide(pn: &PhoneNumber, all: &[Arc<PhoneNumber>]) -> Outcome {
     let mine = precedence(pn);
     let older = all
         .iter()
+        .filter(|other| claims(other, &route.key))
         .filter(|other| owner_of(other) != me)
-        .filter(|other| claimed_key(other).as_ref() == Some(&route.key))
         .map(|other| precedence(other))
         .filter(|theirs| *theirs < mine)
         .min();
@@ -80,10 +95,7 @@ pub fn claimants<'a>(
     key: &RouteKey,
     all: &'a [Arc<PhoneNumber>],
 ) -> impl Iterator<Item = &'a Arc<PhoneNumber>> {
-    let mut found: Vec<&Arc<PhoneNumber>> = all
-        .iter()
-        .filter(|pn| claimed_key(pn).as_ref() == Some(key))
-        .collect();
+    let mut found: Vec<&Arc<PhoneNumber>> = all.iter().filter(|pn| claims(pn, key)).collect();
     found.sort_by_key(|pn| precedence(pn));
     found.into_iter()
 }
@@ -97,7 +109,14 @@ pub struct Resolution {
     /// Resources that lose a key to an older one.
     pub conflicts: BTreeMap<Owner, Owner>,
     /// Resources whose spec is invalid.
-    pub invalid: Vec<Owner>,
+    pub invalid: BTreeSet<Owner>,
+}
+
+impl Resolution {
+    /// Whether `owner`'s route is in the table.
+    pub fn programs(&self, owner: &Owner) -> bool {
+        self.routes.iter().any(|r| &r.owner == owner)
+    }
 }
 
 /// Resolves every claim at once.
@@ -111,7 +130,9 @@ pub fn resolve(all: &[Arc<PhoneNumber>]) -> Resolution {
     ordered.sort_by_key(|pn| precedence(pn));
     for pn in ordered {
         match claimed_key(pn) {
-            None => resolution.invalid.push(owner_of(pn)),
+            None => {
+                resolution.invalid.insert(owner_of(pn));
+            }
             Some(key) => match winners.get(&key) {
                 Some(holder) => {
                     resolution.conflicts.insert(owner_of(pn), owner_of(holder));
@@ -257,7 +278,10 @@ pub(crate) mod tests {
             r.conflicts.into_iter().collect::<Vec<_>>(),
             [(Owner("t/new".into()), Owner("t/old".into()))]
         );
-        assert_eq!(r.invalid, [Owner("t/bad".into())]);
+        assert_eq!(
+            r.invalid.into_iter().collect::<Vec<_>>(),
+            [Owner("t/bad".into())]
+        );
     }
 
     #[test]

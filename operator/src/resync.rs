@@ -2,19 +2,22 @@
 //! rebuilt when they differ.
 //!
 //! - At start (once the caches are synced) and every `--resync-interval`: a full sync.
-//! - Every second: the table's generation key is checked. When it is gone (Redis
-//!   restarted empty, or someone deleted it), the table is rebuilt at once, so edges get
-//!   their routes back within seconds, without a restart.
+//! - Every second: the table's generation and epoch keys are checked. When they are gone
+//!   (Redis restarted empty, or someone deleted them), the table is rebuilt at once, so
+//!   edges get their routes back within seconds, without a restart. The epoch matters:
+//!   a reconcile that writes one route after Redis lost its data recreates the generation
+//!   counter, but only a full sync writes an epoch.
 //! - While Redis is down, each check fails quietly (logged once); per-resource reconciles
 //!   retry with backoff and report `RedisUnavailable`.
 //!
 //! After a full sync, resources whose status disagrees with the outcome (for example
 //! still `RedisUnavailable`, or `Conflict` while they now own their key) get a reconcile.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_routing::{PhoneNumber, Route, RouteWriter, StoreError};
+use switchyard_routing::{Owner, PhoneNumber, Route, RouteWriter, StoreError, TableVersion};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
@@ -34,6 +37,13 @@ pub enum SyncOutcome {
     Repaired,
 }
 
+/// Whether the table in Redis is not one a full sync wrote: no generation key (Redis
+/// lost its data), or no epoch (Redis lost its data and a single-route write has since
+/// recreated the generation counter, leaving a partial table that looks present).
+pub fn table_missing(version: Option<&TableVersion>) -> bool {
+    version.is_none_or(|v| v.epoch.is_empty())
+}
+
 /// Routes compared as a set: order in Redis is not meaningful.
 fn same_table(current: &[Route], desired: &[Route]) -> bool {
     let sorted = |routes: &[Route]| {
@@ -51,17 +61,19 @@ pub async fn full_sync(ctx: &Context) -> Result<SyncOutcome, StoreError> {
         let all = ctx.inventory.state();
         let resolution = ownership::resolve(&all);
         let (version, current) = ctx.routes.load().await?;
-        let outcome = if version.is_some() && same_table(&current, &resolution.routes) {
-            SyncOutcome::InSync
-        } else {
-            ctx.routes.replace_all(&resolution.routes).await?;
-            SyncOutcome::Repaired
-        };
+        let outcome =
+            if !table_missing(version.as_ref()) && same_table(&current, &resolution.routes) {
+                SyncOutcome::InSync
+            } else {
+                ctx.routes.replace_all(&resolution.routes).await?;
+                SyncOutcome::Repaired
+            };
         (all, resolution, outcome)
     };
     ctx.metrics.observe_resolution(&resolution);
+    let programmed: BTreeSet<&Owner> = resolution.routes.iter().map(|r| &r.owner).collect();
     for pn in &all {
-        if status_disagrees(pn, &resolution) {
+        if status_disagrees(pn, &resolution, &programmed) {
             ctx.triggers.reconcile(pn);
         }
     }
@@ -69,7 +81,11 @@ pub async fn full_sync(ctx: &Context) -> Result<SyncOutcome, StoreError> {
 }
 
 /// Whether `pn`'s Ready reason differs from what the resolution says it should be.
-fn status_disagrees(pn: &PhoneNumber, resolution: &Resolution) -> bool {
+fn status_disagrees(
+    pn: &PhoneNumber,
+    resolution: &Resolution,
+    programmed: &BTreeSet<&Owner>,
+) -> bool {
     if pn.metadata.deletion_timestamp.is_some() {
         return false;
     }
@@ -78,7 +94,7 @@ fn status_disagrees(pn: &PhoneNumber, resolution: &Resolution) -> bool {
         reason::CONFLICT
     } else if resolution.invalid.contains(&owner) {
         reason::INVALID_SPEC
-    } else if resolution.routes.iter().any(|r| r.owner == owner) {
+    } else if programmed.contains(&owner) {
         reason::PROGRAMMED
     } else {
         // Owns its key but has no finalizer yet: its own reconcile is on the way.
@@ -118,14 +134,16 @@ pub async fn run(ctx: Arc<Context>, every: Duration, mut stop: watch::Receiver<b
         tokio::select! {
             _ = periodic.tick() => logged_full_sync(&ctx, "periodic").await,
             _ = check.tick() => {
-                ctx.metrics.observe_resolution(&ownership::resolve(&ctx.inventory.state()));
+                if ctx.take_gauges_stale() {
+                    ctx.metrics.observe_resolution(&ownership::resolve(&ctx.inventory.state()));
+                }
                 match ctx.routes.version().await {
-                    Ok(None) => {
+                    Ok(version) if table_missing(version.as_ref()) => {
                         redis_up = true;
                         warn!("routing table absent from Redis (restarted empty?); rebuilding");
                         logged_full_sync(&ctx, "table_absent").await;
                     }
-                    Ok(Some(_)) => {
+                    Ok(_) => {
                         if !redis_up {
                             info!("Redis is reachable again");
                             redis_up = true;

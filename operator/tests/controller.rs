@@ -101,12 +101,15 @@ async fn the_controller_programs_resolves_conflicts_hands_over_and_rebuilds() {
             && table(&routes).await.as_ref() == Some(&expected)
     })
     .await;
-    let text = metrics.render();
-    assert!(text.contains("switchyard_operator_conflicts 1\n"), "{text}");
-    assert!(
-        text.contains("switchyard_operator_routes{kind=\"pattern\"} 1\n"),
-        "{text}"
-    );
+    // The gauges follow within a second of the change.
+    api.wait_until(WITHIN, "gauges counted", || async {
+        let text = metrics.render();
+        text.contains("\nswitchyard_operator_conflicts 1\n")
+            && text.contains("\nswitchyard_operator_invalid_specs 1\n")
+            && text.contains("\nswitchyard_operator_routes{kind=\"number\"} 1\n")
+            && text.contains("\nswitchyard_operator_routes{kind=\"pattern\"} 1\n")
+    })
+    .await;
 
     // The owner is deleted: its route goes, the waiting one takes over by itself.
     api.delete("telephony", "old");

@@ -263,10 +263,66 @@ async fn a_flushed_table_is_rebuilt_from_the_watch_cache_within_five_seconds() {
 }
 
 #[tokio::test]
+async fn a_flush_followed_by_one_route_write_is_still_detected_and_rebuilt() {
+    let h = Harness::new();
+    h.api.create("t", "a", 100, number("+15551230001"));
+    h.api.create("t", "b", 100, pattern("1666.*"));
+    h.settle("t", "a").await.unwrap();
+    h.settle("t", "b").await.unwrap();
+    // Written by single-route writes only, the table has no epoch yet: the first full
+    // sync (the leader runs one at start) writes it whole; the next finds it in sync.
+    assert!(resync::table_missing(
+        h.routes.version().await.unwrap().as_ref()
+    ));
+    assert_eq!(
+        resync::full_sync(&h.ctx).await.unwrap(),
+        SyncOutcome::Repaired
+    );
+    assert_eq!(
+        resync::full_sync(&h.ctx).await.unwrap(),
+        SyncOutcome::InSync
+    );
+    assert!(!resync::table_missing(
+        h.routes.version().await.unwrap().as_ref()
+    ));
+
+    // Redis loses its data, and a reconcile writes one route before the next check:
+    // the generation counter is back, but the table is partial.
+    let mut con = h.redis.connection();
+    let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
+    h.reconcile("t", "a").await.unwrap();
+    let version = h.routes.version().await.unwrap();
+    assert!(
+        version.is_some(),
+        "the single write recreated the generation"
+    );
+    assert!(resync::table_missing(version.as_ref()));
+    assert_eq!(h.table().await.len(), 1);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let resync = tokio::spawn(resync::run(
+        h.ctx.clone(),
+        Duration::from_secs(3600),
+        stop_rx,
+    ));
+    let started = Instant::now();
+    while h.table().await.len() != 2 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.table().await.len(), 2, "table not rebuilt within 5 s");
+    assert!(!resync::table_missing(
+        h.routes.version().await.unwrap().as_ref()
+    ));
+    stop_tx.send(true).unwrap();
+    resync.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_full_sync_repairs_hand_made_drift_and_leaves_a_correct_table_alone() {
     let h = Harness::new();
     h.api.create("t", "a", 100, number("+15551230001"));
     h.settle("t", "a").await.unwrap();
+    resync::full_sync(&h.ctx).await.unwrap();
     assert_eq!(
         resync::full_sync(&h.ctx).await.unwrap(),
         SyncOutcome::InSync
