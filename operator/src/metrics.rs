@@ -155,8 +155,13 @@ impl Metrics {
         self.invalid.set(resolution.invalid.len() as i64);
     }
 
+    /// Sets the leader gauge. Stepping down also zeroes the gauges only a leader keeps,
+    /// so a standby does not report a stale table.
     pub fn set_leader(&self, leader: bool) {
         self.is_leader.set(i64::from(leader));
+        if !leader {
+            self.observe_resolution(&Resolution::default());
+        }
     }
 
     pub fn full_sync(&self, trigger: &str, result: &str) {
@@ -217,7 +222,18 @@ mod tests {
             .conflicts
             .insert(Owner("t/b".into()), Owner("t/a".into()));
         m.observe_resolution(&resolution);
-        let text = m.render();
+        let leading = m.render();
+        m.set_leader(false);
+        let standby = m.render();
+        assert!(
+            standby.contains("\nswitchyard_operator_conflicts 0\n"),
+            "{standby}"
+        );
+        assert!(
+            standby.contains("\nswitchyard_operator_is_leader 0\n"),
+            "{standby}"
+        );
+        let text = leading;
         for line in [
             "switchyard_operator_reconciliations_total{result=\"programmed\"} 1",
             "switchyard_operator_reconciliations_total{result=\"conflict\"} 1",
