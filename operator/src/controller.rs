@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -497,8 +497,15 @@ impl LeaderWork {
                 })
                 .run(reconcile, error_policy, ctx.clone())
                 .for_each(move |result| {
-                    if let Err(error) = result {
-                        debug!(scope = %scope, %error, "controller");
+                    match result {
+                        // The watch failed (CRD missing, RBAC, API unreachable): kube
+                        // retries with backoff; say so, since nothing is reconciled.
+                        Err(ControllerError::QueueError(error)) => {
+                            warn!(scope = %scope, %error, "watching PhoneNumbers failed; retrying");
+                        }
+                        // Reconcile failures are logged by error_policy.
+                        Err(error) => debug!(scope = %scope, %error, "controller"),
+                        Ok(_) => {}
                     }
                     std::future::ready(())
                 })
