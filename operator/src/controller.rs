@@ -154,7 +154,7 @@ impl Ready {
                 ok: false,
                 reason: reason::CONFLICT,
                 message: format!(
-                    "{key} is owned by the older PhoneNumber {holder}; this one takes over when that one is deleted or changed"
+                    "{key} is owned by PhoneNumber {holder}, which takes precedence (older, or first by namespace/name); this one takes over when that one is deleted or changed"
                 ),
             },
             Outcome::Invalid(errors) => Ready {
