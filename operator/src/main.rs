@@ -23,7 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-/// How long in-flight reconciles get to finish when leadership ends.
+/// How long in-flight reconciles get to finish on SIGTERM (a lost Lease stops them at
+/// once).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
@@ -159,12 +160,18 @@ async fn run(config: Config) -> Result<(), MainError> {
         if finished {
             warn!("leader work ended by itself; starting it again");
             tokio::time::sleep(Duration::from_secs(1)).await;
-        } else {
+        } else if terminating {
+            // Shutting down while leading: let in-flight reconciles finish, briefly.
             let _ = stop_tx.send(true);
             if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
                 task.abort();
                 let _ = task.await;
             }
+        } else {
+            // The Lease is lost: another replica may be writing already. Stop at once.
+            warn!("no longer leading: stopping the controllers");
+            task.abort();
+            let _ = task.await;
         }
         metrics.set_leader(false);
         health.set_ready(true);
