@@ -295,3 +295,58 @@ async fn two_replicas_elect_one_leader_and_hand_over_on_sigterm() {
     assert_eq!(holder(&api), None, "released on shutdown");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_the_lease_stops_writing_and_takes_it_back_when_it_lapses() {
+    let (addr, api) = FakeApi::start_http().await;
+    let redis = RedisServer::start();
+    let routes = RedisRoutes::open(&redis.url()).unwrap();
+    let dir = scratch("lost-lease");
+    let kubeconfig = kubeconfig(&dir, addr);
+    api.create("telephony", "number-a", 100, number("+15551230001"));
+    let within = Duration::from_secs(20);
+
+    let mut a = Replica::start("pod-a", &dir, &kubeconfig, &redis.url());
+    api.wait_until(within, "pod-a leads and programs number-a", || async {
+        programmed(&api, "number-a") && a.is_leader().await == Some(true)
+    })
+    .await;
+
+    // Another replica takes the Lease: pod-a notices on its next renewal and stops.
+    api.steal_lease("switchyard-system", "switchyard-operator", "pod-x");
+    api.wait_until(within, "pod-a stands by", || async {
+        a.is_leader().await == Some(false)
+    })
+    .await;
+    assert!(a.log().contains("lost the lease"), "{}", a.log());
+
+    // While pod-x holds the Lease, pod-a writes nothing. pod-x never renews, so after
+    // the 3 s lease duration pod-a takes the Lease back and programs what it missed.
+    api.create("telephony", "number-b", 200, number("+15551230002"));
+    let stolen = tokio::time::Instant::now();
+    let checks_while_stolen = std::sync::atomic::AtomicUsize::new(0);
+    api.wait_until(within, "pod-a takes the lapsed Lease back", || async {
+        if holder(&api).as_deref() == Some("pod-x") {
+            assert!(
+                !programmed(&api, "number-b") && owner(&routes, "n:+15551230002").await.is_none(),
+                "pod-a wrote while another replica held the Lease"
+            );
+            checks_while_stolen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        holder(&api).as_deref() == Some("pod-a")
+    })
+    .await;
+    assert!(checks_while_stolen.into_inner() > 0);
+    assert!(
+        stolen.elapsed() >= Duration::from_secs(2),
+        "pod-a waited for the stolen Lease to lapse ({:?})",
+        stolen.elapsed()
+    );
+    api.wait_until(within, "pod-a programs what it missed", || async {
+        programmed(&api, "number-b") && owner(&routes, "n:+15551230002").await.is_some()
+    })
+    .await;
+    let status = a.terminate();
+    assert!(status.success(), "exit {status:?}:\n{}", a.log());
+    let _ = std::fs::remove_dir_all(dir);
+}

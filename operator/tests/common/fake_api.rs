@@ -395,6 +395,18 @@ impl FakeApi {
             .map(|v| serde_json::from_value(v.clone()).unwrap())
     }
 
+    /// Another replica takes the Lease (a write the operator did not make).
+    pub fn steal_lease(&self, namespace: &str, name: &str, holder: &str) {
+        let mut state = self.state.lock().unwrap();
+        let rv = Self::next_version(&mut state);
+        let k = key("leases", namespace, name);
+        let mut value = state.objects[&k].clone();
+        value["spec"]["holderIdentity"] = json!(holder);
+        value["spec"]["renewTime"] = json!(Timestamp::now().to_string());
+        value["metadata"]["resourceVersion"] = json!(rv);
+        state.objects.insert(k, value);
+    }
+
     pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
         self.state
             .lock()
