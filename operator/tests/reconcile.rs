@@ -241,21 +241,38 @@ async fn a_flushed_table_is_rebuilt_from_the_watch_cache_within_five_seconds() {
         Duration::from_secs(3600),
         stop_rx,
     ));
+    // The loop's first full sync (as at leader start) gives the table its epoch.
+    let epoch = async {
+        loop {
+            if let Some(v) = h.routes.version().await.unwrap()
+                && !v.epoch.is_empty()
+            {
+                return v.epoch;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let epoch = tokio::time::timeout(Duration::from_secs(5), epoch)
+        .await
+        .expect("the startup full sync ran");
 
     let mut con = h.redis.connection();
     let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
     let flushed = Instant::now();
-    assert!(h.routes.version().await.unwrap().is_none());
 
-    let mut version = None;
+    // Rebuilt means a new full sync: a new epoch, and every route back.
+    let mut rebuilt = None;
     while flushed.elapsed() < Duration::from_secs(5) {
-        version = h.routes.version().await.unwrap();
-        if version.is_some() {
+        if let Some(v) = h.routes.version().await.unwrap()
+            && !v.epoch.is_empty()
+        {
+            rebuilt = Some(v);
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(version.is_some(), "table not rebuilt within 5 s");
+    let rebuilt = rebuilt.expect("table rebuilt within 5 s");
+    assert_ne!(rebuilt.epoch, epoch);
     assert_eq!(h.table().await, before);
 
     stop_tx.send(true).unwrap();
