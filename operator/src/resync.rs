@@ -162,3 +162,84 @@ pub async fn run(ctx: Arc<Context>, every: Duration, mut stop: watch::Receiver<b
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FINALIZER;
+    use crate::controller::{Ready, desired_status};
+    use crate::ownership::{self, tests::spec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn pn(name: &str, created: i64, number: &str) -> PhoneNumber {
+        let mut pn = PhoneNumber::new(name, spec(Some(number), None));
+        pn.metadata.namespace = Some("t".into());
+        pn.metadata.generation = Some(1);
+        pn.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
+        pn.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        pn
+    }
+
+    fn with_status(mut pn: PhoneNumber, all: &[Arc<PhoneNumber>]) -> PhoneNumber {
+        let ready = Ready::from_outcome(&ownership::decide(&pn, all));
+        pn.status = Some(desired_status(
+            &pn,
+            &ready,
+            Timestamp::from_second(1).unwrap(),
+        ));
+        pn
+    }
+
+    #[test]
+    fn tables_compare_as_sets() {
+        let a = pn("a", 1, "1");
+        let b = pn("b", 1, "2");
+        let routes = ownership::resolve(&[Arc::new(a), Arc::new(b)]).routes;
+        let mut reversed = routes.clone();
+        reversed.reverse();
+        assert!(same_table(&routes, &reversed));
+        assert!(!same_table(&routes, &routes[..1]));
+    }
+
+    #[test]
+    fn a_missing_epoch_means_a_missing_table() {
+        assert!(table_missing(None));
+        let partial = TableVersion {
+            epoch: String::new(),
+            generation: 1,
+        };
+        assert!(table_missing(Some(&partial)));
+        let synced = TableVersion {
+            epoch: "0123".into(),
+            generation: 7,
+        };
+        assert!(!table_missing(Some(&synced)));
+    }
+
+    #[test]
+    fn statuses_that_disagree_with_the_resolution_are_found() {
+        let owner = Arc::new(pn("owner", 1, "+1555"));
+        let waiting = Arc::new(pn("waiting", 2, "+1555"));
+        let all = vec![owner.clone(), waiting.clone()];
+        let resolution = ownership::resolve(&all);
+        let programmed: BTreeSet<&Owner> = resolution.routes.iter().map(|r| &r.owner).collect();
+
+        // Statuses decided against everything: nothing to redo.
+        let owner_ok = with_status((*owner).clone(), &all);
+        let waiting_ok = with_status((*waiting).clone(), &all);
+        assert!(!status_disagrees(&owner_ok, &resolution, &programmed));
+        assert!(!status_disagrees(&waiting_ok, &resolution, &programmed));
+
+        // The waiting one still says Programmed (decided before the owner was seen), the
+        // owner has no status yet: both need a reconcile.
+        let waiting_stale = with_status((*waiting).clone(), std::slice::from_ref(&waiting));
+        assert!(status_disagrees(&waiting_stale, &resolution, &programmed));
+        assert!(status_disagrees(&owner, &resolution, &programmed));
+
+        // A new generation not yet observed needs one too.
+        let mut edited = owner_ok.clone();
+        edited.metadata.generation = Some(2);
+        assert!(status_disagrees(&edited, &resolution, &programmed));
+    }
+}
