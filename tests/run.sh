@@ -21,3 +21,21 @@ fi
 
 echo "==> cargo test --workspace"
 cargo test --workspace --locked
+
+# The Helm chart: rendered and linted with Helm v4's Go SDK (helm-python-sdk), every object
+# validated with kubernetes-validate, in a virtualenv at .venv (made once, then reused).
+echo "==> helm chart tests (tests/helm)"
+venv=.venv
+if ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+  rm -rf "$venv"
+  if ! python3 -c 'import ensurepip' 2>/dev/null; then
+    # Debian ships venv's pip bootstrap separately.
+    echo "==> installing python3-venv"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv
+  fi
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/helm/requirements.txt
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/helm
