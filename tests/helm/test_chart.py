@@ -852,3 +852,22 @@ def test_examples_are_ready_for_kubectl_apply():
                 for version in KUBE_VERSIONS:
                     kv.validate(doc, version, strict=True)
     assert kinds.count("PhoneNumber") == 2 and "Namespace" in kinds
+
+
+# --- the image the chart runs -----------------------------------------------------------
+
+
+def test_the_dockerfile_builds_what_the_chart_runs():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "cargo build --release --locked -p switchyard-operator -p switchyard-edge" in dockerfile
+    r = rendered_set("default")
+    for deployment, name in ((fullname("-operator"), "operator"), (fullname("-edge"), "edge")):
+        [binary] = container(r, deployment, name)["command"]
+        assert binary.startswith("/usr/local/bin/")
+        assert f"/out/{Path(binary).name}" in dockerfile
+    assert "COPY --from=build /out/ /usr/local/bin/" in dockerfile
+    # The runtime user is the one the chart's securityContext runs as.
+    uid = chart().values["podSecurityContext"]["runAsUser"]
+    assert re.search(rf"^USER {uid}:{uid}$", dockerfile, re.M)
+    stages = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    assert len(stages) == 2 and "distroless" in stages[-1]
