@@ -871,3 +871,99 @@ def test_the_dockerfile_builds_what_the_chart_runs():
     assert re.search(rf"^USER {uid}:{uid}$", dockerfile, re.M)
     stages = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
     assert len(stages) == 2 and "distroless" in stages[-1]
+
+
+# --- less common values -----------------------------------------------------------------
+
+LESS_COMMON = {
+    "nodeport": {"edge": {"service": {"type": "NodePort", "nodePorts": {"udp": 31060, "tcp": 31061}, "sessionAffinity": "ClientIP"}}},
+    "clusterip-split": {"edge": {"service": {"type": "ClusterIP", "splitProtocols": True}}},
+    "other-ports": {"metrics": {"port": 9464}, "edge": {"containerPort": 5080, "service": {"port": 5080}}},
+    "existing-service-accounts": {
+        "operator": {"serviceAccount": {"create": False, "name": "platform-switchyard"}},
+        "edge": {"serviceAccount": {"create": False}},
+    },
+    "placement": {
+        "commonLabels": {"team": "telephony"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "operator": {
+            "podAnnotations": {"example.com/owner": "telephony"},
+            "priorityClassName": "system-cluster-critical",
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "voice", "effect": "NoSchedule"}],
+            "podDisruptionBudget": {"maxUnavailable": "50%"},
+            "extraArgs": ["--lease-duration=15s"],
+        },
+        "edge": {
+            "podLabels": {"sidecar.istio.io/inject": "false"},
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "voice", "operator": "Exists"}]}]}}},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "edge"}}}],
+            "autoscaling": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}}},
+            "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
+            "extraArgs": ["--log-format=json"],
+            "service": {"loadBalancerClass": "service.k8s.aws/nlb", "loadBalancerSourceRanges": ["198.51.100.0/24"], "labels": {"expose": "public"}},
+        },
+        "redis": {"bundled": {"persistence": {"storageClass": "fast", "size": "5Gi"}, "maxmemory": "1gb"}},
+    },
+    "monitoring-elsewhere": {
+        "metrics": {
+            "service": {"annotations": {"prometheus.io/scrape": "true"}},
+            "serviceMonitor": {"enabled": True, "namespace": "monitoring", "relabelings": [{"action": "replace", "targetLabel": "cluster", "replacement": "eu-1"}]},
+            "prometheusRule": {"enabled": True, "namespace": "monitoring", "extraAlerts": False},
+        },
+        "grafana": {"dashboard": {"enabled": True, "namespace": "grafana"}},
+        "networkPolicy": {"enabled": True},
+        "redis": {"url": "redis://redis:6379", "bundled": {"enabled": False}},
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(LESS_COMMON))
+def test_less_common_values_render_valid_objects(case):
+    values = LESS_COMMON[case]
+    chart().validate_schema(values)
+    r = render(values)
+    for obj in r.objects:
+        try:
+            for version in KUBE_VERSIONS:
+                kv.validate(strip(obj), version, strict=True)
+        except kv.SchemaNotFoundError:
+            schema = {"ServiceMonitor": SERVICE_MONITOR, "PrometheusRule": PROMETHEUS_RULE}[obj["kind"]]
+            jsonschema.validate(strip(obj), schema)
+    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
+    # The properties that hold for every value set hold here too.
+    test_rbac_grants_exactly_what_the_operator_uses(r)
+    test_every_pod_meets_the_restricted_pod_security_standard(r)
+    test_every_container_has_requests_and_limits(r)
+    test_sip_service_targets_edge_container_ports_of_the_same_protocol(r)
+
+
+def test_less_common_values_do_what_they_say():
+    r = render(LESS_COMMON["existing-service-accounts"])
+    assert r.of_kind("ServiceAccount") == []
+    assert r.one("Deployment", fullname("-operator"))["spec"]["template"]["spec"]["serviceAccountName"] == "platform-switchyard"
+    assert r.one("ClusterRoleBinding", fullname("-operator"))["subjects"][0]["name"] == "platform-switchyard"
+    assert r.one("Deployment", fullname("-edge"))["spec"]["template"]["spec"]["serviceAccountName"] == "default"
+
+    r = render(LESS_COMMON["other-ports"])
+    edge = container(r, fullname("-edge"), "edge")
+    assert env(edge)["SWITCHYARD_SIP_LISTEN"]["value"] == "0.0.0.0:5080"
+    assert env(edge)["SWITCHYARD_METRICS_LISTEN"]["value"] == "0.0.0.0:9464"
+    assert env(edge)["SWITCHYARD_ADVERTISE"]["value"].endswith(":5080")
+    assert {p["port"] for p in r.one("Service", fullname("-sip"))["spec"]["ports"]} == {5080}
+
+    r = render(LESS_COMMON["monitoring-elsewhere"])
+    [sm] = r.of_kind("ServiceMonitor")
+    assert sm["metadata"]["namespace"] == "monitoring"
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    [rule] = r.of_kind("PrometheusRule")
+    assert [g["name"] for g in rule["spec"]["groups"]] == ["switchyard.transfers"]
+    assert r.of_kind("ConfigMap")[0]["metadata"]["namespace"] == "grafana"
+    assert [p["metadata"]["name"] for p in r.of_kind("NetworkPolicy")] == [fullname("-edge"), fullname("-operator")]
+
+    r = render(LESS_COMMON["placement"])
+    assert r.one("Deployment", fullname("-edge"))["metadata"]["labels"]["team"] == "telephony"
+    hpa = r.one("HorizontalPodAutoscaler", fullname("-edge"))
+    assert hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 600}}
+    assert container(r, fullname("-operator"), "operator")["args"][-1] == "--lease-duration=15s"
