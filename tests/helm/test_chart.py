@@ -649,6 +649,7 @@ def test_prometheus_rule_alerts_on_the_transfer_failure_ratio():
     assert ratio["for"] == "10m"
     assert ratio["labels"] == {"severity": "warning", "team": "telephony"}
     assert "{{ $value | humanizePercentage }}" in ratio["annotations"]["description"]
+    assert ratio["annotations"]["summary"] == "More than 10% of blind transfers fail"
     for alert in alerts.values():
         assert metric_names(alert["expr"]) <= METRICS
 
