@@ -26,16 +26,17 @@ cargo test --workspace --locked
 # validated with kubernetes-validate, in a virtualenv at .venv (made once, then reused).
 echo "==> helm chart tests (tests/helm)"
 venv=.venv
-if ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import pip' 2>/dev/null; then
   rm -rf "$venv"
-  if ! python3 -c 'import ensurepip' 2>/dev/null; then
-    # Debian ships venv's pip bootstrap separately.
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    # Debian ships venv's pip bootstrap (ensurepip) in a separate package.
+    rm -rf "$venv"
     echo "==> installing python3-venv"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv
+    python3 -m venv "$venv"
   fi
-  python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/helm/requirements.txt
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/helm
