@@ -39,4 +39,18 @@ if ! "$venv/bin/python" -c 'import pip' 2>/dev/null; then
   fi
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/helm/requirements.txt
-"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/helm
+# promtool checks the chart's alerts and dashboard queries. It is taken out of Debian's
+# prometheus package, not installed from it, so no Prometheus server is set up or started.
+if [ ! -x "$venv/bin/promtool" ]; then
+  echo "==> extracting promtool from Debian's prometheus package"
+  deb_dir="$(mktemp -d)"
+  if ! (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null); then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    (cd "$deb_dir" && apt-get download -qq prometheus)
+  fi
+  dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -x -C "$deb_dir" ./usr/bin/promtool
+  install -m 0755 "$deb_dir/usr/bin/promtool" "$venv/bin/promtool"
+  rm -rf "$deb_dir"
+fi
+SWITCHYARD_REQUIRE_PROMTOOL=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/helm
