@@ -9,7 +9,7 @@
 # routing crate (the operator/edge contract on the Redis key space) and most dependencies,
 # and are built by one `cargo build`; one image means one build, one scan, one signature
 # and one tag to pin, and the operator and the edge of a release can never run different
-# versions of that contract. The cost is a few MB of the other binary in each pod.
+# versions of that contract. The cost: each pod also carries the other, unused binary.
 
 ARG RUST_VERSION=1.89
 ARG DEBIAN_RELEASE=bookworm

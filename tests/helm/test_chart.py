@@ -468,7 +468,7 @@ def test_external_redis_url_and_password_from_a_secret():
     r = rendered_set("external-redis")
     assert r.of_kind("StatefulSet") == []
     for e in redis_env(r):
-        assert e["SWITCHYARD_REDIS_URL"]["value"] == "rediss://redis.data.svc.cluster.local:6380/0"
+        assert e["SWITCHYARD_REDIS_URL"]["value"] == "redis://redis-master.data.svc.cluster.local:6379/0"
         assert e["SWITCHYARD_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
             "name": "switchyard-redis",
             "key": "redis-password",

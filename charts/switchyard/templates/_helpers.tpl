@@ -120,7 +120,7 @@ external one through redis.url. Exactly one of the two must be chosen.
 {{- else if .Values.redis.bundled.enabled }}
 {{- printf "redis://%s.%s.svc.%s:%d" (include "switchyard.redis.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.redis.bundled.port) }}
 {{- else }}
-{{- fail "redis: set redis.url to your Redis (redis://host:6379 or rediss:// for TLS), or redis.bundled.enabled=true for a single-node Redis to try Switchyard out" }}
+{{- fail "redis: set redis.url to your Redis (redis://host:6379/0), or redis.bundled.enabled=true for a single-node Redis to try Switchyard out" }}
 {{- end }}
 {{- end }}
 
