@@ -26,13 +26,13 @@ cargo test --workspace --locked
 # validated with kubernetes-validate, in a virtualenv at .venv (made once, then reused).
 echo "==> helm chart tests (tests/helm)"
 venv=.venv
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if ! "$venv/bin/python" -c 'import pip' 2>/dev/null; then
   rm -rf "$venv"
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     # Debian ships venv's pip bootstrap (ensurepip) in a separate package.
     rm -rf "$venv"
     echo "==> installing python3-venv"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv
     python3 -m venv "$venv"
@@ -45,7 +45,6 @@ if [ ! -x "$venv/bin/promtool" ]; then
   echo "==> extracting promtool from Debian's prometheus package"
   deb_dir="$(mktemp -d)"
   if ! (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null); then
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     (cd "$deb_dir" && apt-get download -qq prometheus)
   fi

@@ -156,3 +156,22 @@ external one through redis.url. Exactly one of the two must be chosen.
 {{- define "switchyard.containerSecurityContext" -}}
 {{ toYaml .Values.containerSecurityContext }}
 {{- end }}
+
+{{/*
+A component's affinity: the user's, or a soft anti-affinity that spreads its pods over
+nodes. Call with (dict "ctx" $ "component" "edge" "affinity" .Values.edge.affinity).
+*/}}
+{{- define "switchyard.affinity" -}}
+{{- if .affinity }}
+{{- toYaml .affinity }}
+{{- else }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "switchyard.componentSelectorLabels" (dict "ctx" .ctx "component" .component) | nindent 12 }}
+{{- end }}
+{{- end }}
