@@ -20,13 +20,48 @@ fi
 # Debian starts a system redis-server on 6379; the tests spawn their own on free ports.
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pylog=$(mktemp)
+trap 'rm -f "$log" "$pylog"' EXIT
 
 echo "==> cargo test --workspace"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked 2>&1 | tee "$log"
 
-# One closing line for every suite run above: "N passed, N failed".
+# The Helm chart: rendered and linted with Helm v4's Go SDK (helm-python-sdk), every object
+# validated with kubernetes-validate, in a virtualenv at .venv (made once, then reused).
+echo "==> helm chart tests (tests/helm)"
+venv=.venv
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if ! "$venv/bin/python" -c 'import pip' 2>/dev/null; then
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    # Debian ships venv's pip bootstrap (ensurepip) in a separate package.
+    rm -rf "$venv"
+    echo "==> installing python3-venv"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv
+    python3 -m venv "$venv"
+  fi
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/helm/requirements.txt
+# promtool checks the chart's alerts and dashboard queries. It is taken out of Debian's
+# prometheus package, not installed from it, so no Prometheus server is set up or started.
+if [ ! -x "$venv/bin/promtool" ]; then
+  echo "==> extracting promtool from Debian's prometheus package"
+  deb_dir="$(mktemp -d)"
+  if ! (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null); then
+    $SUDO apt-get update -qq
+    (cd "$deb_dir" && apt-get download -qq prometheus)
+  fi
+  dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -x -C "$deb_dir" ./usr/bin/promtool
+  install -m 0755 "$deb_dir/usr/bin/promtool" "$venv/bin/promtool"
+  rm -rf "$deb_dir"
+fi
+SWITCHYARD_REQUIRE_PROMTOOL=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/helm 2>&1 | tee "$pylog"
+
+# One closing line for everything run above: "N passed, N failed".
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
-echo "summary: ${passed} passed, ${failed} failed"
+py_passed=$(tail -n 1 "$pylog" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+py_failed=$(tail -n 1 "$pylog" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+echo "summary: $((passed + py_passed)) passed, $((failed + py_failed)) failed"
