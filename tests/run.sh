@@ -59,9 +59,12 @@ if [ ! -x "$venv/bin/promtool" ]; then
 fi
 SWITCHYARD_REQUIRE_PROMTOOL=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/helm 2>&1 | tee "$pylog"
 
-# One closing line for everything run above: "N passed, N failed".
-passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
-py_passed=$(tail -n 1 "$pylog" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-py_failed=$(tail -n 1 "$pylog" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+# One closing line for everything run above: "N passed, N failed". (grep finds nothing
+# when nothing failed, hence the `|| true`.)
+count() { grep -Eo "$1" "$2" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}' || true; }
+passed=$(count '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log")
+failed=$(count '[0-9]+ failed;' "$log")
+py_passed=$(tail -n 1 "$pylog" > "$pylog.last"; count '[0-9]+ passed' "$pylog.last")
+py_failed=$(count '[0-9]+ failed' "$pylog.last")
+rm -f "$pylog.last"
 echo "summary: $((passed + py_passed)) passed, $((failed + py_failed)) failed"

@@ -244,6 +244,11 @@ pub fn host_ip(host: &str) -> Option<std::net::IpAddr> {
     decoded.trim_matches(['[', ']']).parse().ok()
 }
 
+/// Parses a URI (IPv6 references included).
+pub fn parse_uri(text: &str) -> Option<rsip::Uri> {
+    rsip::Uri::try_from(encode_ipv6_references(text.trim()).as_str()).ok()
+}
+
 /// Parses one complete message (a UDP datagram, or a frame cut from a TCP stream).
 pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
     let Some(end) = head_end(bytes) else {

@@ -195,6 +195,34 @@ pub fn ack_for_non_2xx(invite: &Request, response: &Response) -> Request {
     }
 }
 
+/// The CANCEL for a pending INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From, To,
+/// Route and top Via (so it matches the INVITE's transaction), CSeq method CANCEL.
+pub fn cancel_for(invite: &Request) -> Request {
+    let mut headers = rsip::Headers::default();
+    if let Some(via) = invite.headers.iter().find(|h| matches!(h, Header::Via(_))) {
+        headers.push(via.clone());
+    }
+    for header in invite.headers.iter() {
+        match header {
+            Header::From(_)
+            | Header::To(_)
+            | Header::CallId(_)
+            | Header::Route(_)
+            | Header::MaxForwards(_) => headers.push(header.clone()),
+            _ => {}
+        }
+    }
+    let seq = invite.cseq().map(|(seq, _)| seq).unwrap_or(1);
+    headers.push(Header::CSeq(format!("{seq} CANCEL").into()));
+    Request {
+        method: Method::Cancel,
+        uri: invite.uri.clone(),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
