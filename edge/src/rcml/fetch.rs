@@ -467,3 +467,546 @@ pub fn substitute_core(text: &str, params: &[(String, String)]) -> String {
     out.push_str(rest);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::rcml::document::{DialTarget, Verb};
+
+    /// A request as the test server saw it.
+    #[derive(Debug)]
+    struct Seen {
+        method: String,
+        target: String,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str())
+        }
+    }
+
+    /// A real HTTP/1.1 server on 127.0.0.1 that answers every request with `response`
+    /// (raw bytes, then closes) and reports what it received.
+    async fn serve(response: Vec<u8>) -> (String, mpsc::UnboundedReceiver<Seen>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let response = response.clone();
+                let seen_tx = seen_tx.clone();
+                tokio::spawn(async move {
+                    if let Some((seen, mut stream)) = read_request(stream).await {
+                        let _ = seen_tx.send(seen);
+                        let _ = stream.write_all(&response).await;
+                        let _ = stream.shutdown().await;
+                    }
+                });
+            }
+        });
+        (base, seen_rx)
+    }
+
+    async fn read_request(mut stream: TcpStream) -> Option<(Seen, TcpStream)> {
+        let mut buffer = Vec::new();
+        let header_end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at;
+            }
+        };
+        let head = String::from_utf8(buffer[..header_end].to_vec()).ok()?;
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next()?.split(' ');
+        let method = request_line.next()?.to_owned();
+        let target = request_line.next()?.to_owned();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = buffer[header_end + 4..].to_vec();
+        while body.len() < length {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        let body = String::from_utf8(body).ok()?;
+        Some((
+            Seen {
+                method,
+                target,
+                headers,
+                body,
+            },
+            stream,
+        ))
+    }
+
+    fn answer(status: &str, body: &[u8]) -> Vec<u8> {
+        let mut response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(body);
+        response
+    }
+
+    const HANGUP: &str = "<?xml version=\"1.0\"?><Response><Hangup/></Response>";
+
+    fn params() -> Vec<(String, String)> {
+        vec![
+            ("From".into(), "+1 555".into()),
+            ("To".into(), "a&b=c".into()),
+            ("CallerName".into(), "Zoë".into()),
+        ]
+    }
+
+    fn fetcher() -> Fetcher {
+        Fetcher::new(Duration::from_secs(5)).unwrap()
+    }
+
+    fn errors(purpose: Purpose, kind: &str) -> u64 {
+        METRICS
+            .rcml_errors
+            .with_label_values(&[purpose.as_str(), kind])
+            .get()
+    }
+
+    fn fetches(purpose: Purpose) -> u64 {
+        METRICS
+            .rcml_fetch_duration
+            .with_label_values(&[purpose.as_str()])
+            .get_sample_count()
+    }
+
+    #[tokio::test]
+    async fn get_appends_params_to_the_query_string() {
+        let (base, mut seen) = serve(answer("200 OK", HANGUP.as_bytes())).await;
+        let before = fetches(Purpose::Voice);
+        let url = format!("{base}/apps/voice.xml?app=1#fragment");
+        let fetched = fetcher()
+            .fetch(&url, HttpMethod::Get, &params(), Purpose::Voice)
+            .await
+            .unwrap();
+        assert_eq!(fetched.url, format!("{base}/apps/voice.xml?app=1"));
+        assert_eq!(fetched.document.verbs, [Verb::Hangup]);
+        let request = seen.recv().await.unwrap();
+        assert_eq!(request.method, "GET");
+        assert_eq!(
+            request.target,
+            "/apps/voice.xml?app=1&From=%2B1+555&To=a%26b%3Dc&CallerName=Zo%C3%AB"
+        );
+        assert_eq!(request.body, "");
+        assert!(
+            request
+                .header("user-agent")
+                .unwrap()
+                .starts_with("switchyard-edge/")
+        );
+        assert!(fetches(Purpose::Voice) > before);
+    }
+
+    #[tokio::test]
+    async fn post_sends_params_as_a_form() {
+        let (base, mut seen) = serve(answer("200 OK", HANGUP.as_bytes())).await;
+        let fetched = fetcher()
+            .fetch(
+                &format!("{base}/refer"),
+                HttpMethod::Post,
+                &params(),
+                Purpose::Refer,
+            )
+            .await
+            .unwrap();
+        assert_eq!(fetched.document.verbs, [Verb::Hangup]);
+        let request = seen.recv().await.unwrap();
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.target, "/refer");
+        assert_eq!(
+            request.header("content-type"),
+            Some("application/x-www-form-urlencoded")
+        );
+        assert_eq!(
+            request.body,
+            "From=%2B1+555&To=a%26b%3Dc&CallerName=Zo%C3%AB"
+        );
+    }
+
+    #[tokio::test]
+    async fn non_2xx_is_a_status_error() {
+        let (base, _seen) = serve(answer("503 Service Unavailable", b"busy")).await;
+        let before = errors(Purpose::Voice, "status");
+        let error = fetcher()
+            .fetch(&base, HttpMethod::Post, &[], Purpose::Voice)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, FetchError::Status { status: 503, .. }),
+            "{error:?}"
+        );
+        assert_eq!(errors(Purpose::Voice, "status"), before + 1);
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/slow", listener.local_addr().unwrap());
+        // Accept and hold connections without ever answering.
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let before = errors(Purpose::VoiceFallback, "timeout");
+        let started = Instant::now();
+        let error = Fetcher::new(Duration::from_millis(300))
+            .unwrap()
+            .fetch(&url, HttpMethod::Get, &[], Purpose::VoiceFallback)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::Timeout { .. }), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(errors(Purpose::VoiceFallback, "timeout"), before + 1);
+        holder.abort();
+    }
+
+    #[tokio::test]
+    async fn connection_refused() {
+        // A port that was just free: nothing listens there.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let before = errors(Purpose::Refer, "refused");
+        let error = fetcher()
+            .fetch(
+                &format!("http://127.0.0.1:{port}/"),
+                HttpMethod::Post,
+                &[],
+                Purpose::Refer,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, FetchError::ConnectionRefused { .. }),
+            "{error:?}"
+        );
+        assert_eq!(errors(Purpose::Refer, "refused"), before + 1);
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused() {
+        let big = format!(
+            "<Response>{}</Response>",
+            " ".repeat(MAX_DOCUMENT_BYTES + 10)
+        );
+        let before = errors(Purpose::Redirect, "too_large");
+        // Declared by Content-Length.
+        let (declared, _seen) = serve(answer("200 OK", big.as_bytes())).await;
+        let error = fetcher()
+            .fetch(&declared, HttpMethod::Get, &[], Purpose::Redirect)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::TooLarge { .. }), "{error:?}");
+        // Undeclared: the body runs until the server closes.
+        let mut streamed =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nConnection: close\r\n\r\n".to_vec();
+        streamed.extend_from_slice(big.as_bytes());
+        let (undeclared, _seen) = serve(streamed).await;
+        let error = fetcher()
+            .fetch(&undeclared, HttpMethod::Get, &[], Purpose::Redirect)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::TooLarge { .. }), "{error:?}");
+        assert_eq!(errors(Purpose::Redirect, "too_large"), before + 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_utf8_is_refused() {
+        let (base, _seen) = serve(answer("200 OK", b"<Response>\xff\xfe</Response>")).await;
+        let before = errors(Purpose::Voice, "encoding");
+        let error = fetcher()
+            .fetch(&base, HttpMethod::Get, &[], Purpose::Voice)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::NotUtf8 { .. }), "{error:?}");
+        assert_eq!(errors(Purpose::Voice, "encoding"), before + 1);
+    }
+
+    #[tokio::test]
+    async fn parse_errors_wrap_the_rcml_error() {
+        let body = b"<Response><Say>hello</Say></Response>";
+        let (base, _seen) = serve(answer("200 OK", body)).await;
+        let before = errors(Purpose::DialAction, "parse");
+        let error = fetcher()
+            .fetch(&base, HttpMethod::Post, &[], Purpose::DialAction)
+            .await
+            .unwrap_err();
+        match &error {
+            FetchError::Parse { source, .. } => {
+                assert_eq!(*source, RcmlError::UnsupportedVerb { verb: "Say".into() })
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+        assert!(error.to_string().contains("<Say>"), "{error}");
+        assert_eq!(errors(Purpose::DialAction, "parse"), before + 1);
+    }
+
+    #[tokio::test]
+    async fn urls_that_cannot_be_fetched() {
+        let f = fetcher();
+        let error = f
+            .fetch(
+                "ftp://example.com/a.xml",
+                HttpMethod::Get,
+                &[],
+                Purpose::Voice,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, FetchError::UnsupportedScheme { .. }),
+            "{error:?}"
+        );
+        let error = f
+            .fetch("not a url", HttpMethod::Get, &[], Purpose::Voice)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::InvalidUrl { .. }), "{error:?}");
+        let error = f
+            .fetch(
+                "http://user:secret@127.0.0.1:1/",
+                HttpMethod::Get,
+                &[],
+                Purpose::Voice,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::InvalidUrl { .. }), "{error:?}");
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    /// A fresh directory for one test's files.
+    fn scratch_dir(test: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-rcml-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn file_url(path: &std::path::Path) -> String {
+        Url::from_file_path(path).unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn file_documents_get_core_substitution_escaped() {
+        let dir = scratch_dir("substitution");
+        let path = dir.join("refer.xml");
+        std::fs::write(
+            &path,
+            "<Response><Dial callerId=\"$core_From\">\
+               <Number>$core_ReferTarget</Number>\
+               <Sip>sip:$core_Missing$core_Transferor@127.0.0.1</Sip>\
+             </Dial></Response>",
+        )
+        .unwrap();
+        let params = vec![
+            ("From".into(), "\"Bob\" <sip:bob@x>".into()),
+            ("ReferTarget".into(), "</Number></Dial><Hangup/>&".into()),
+            ("Transferor".into(), "bob".into()),
+        ];
+        let before = fetches(Purpose::Refer);
+        // The method does not matter for files.
+        for method in [HttpMethod::Get, HttpMethod::Post] {
+            let fetched = fetcher()
+                .fetch(&file_url(&path), method, &params, Purpose::Refer)
+                .await
+                .unwrap();
+            assert_eq!(fetched.url, file_url(&path));
+            let [Verb::Dial(dial)] = fetched.document.verbs.as_slice() else {
+                panic!("expected one Dial: {:?}", fetched.document);
+            };
+            assert_eq!(dial.caller_id.as_deref(), Some("\"Bob\" <sip:bob@x>"));
+            assert_eq!(
+                dial.targets,
+                [
+                    DialTarget::Number("</Number></Dial><Hangup/>&".into()),
+                    DialTarget::Sip("sip:bob@127.0.0.1".into()),
+                ]
+            );
+        }
+        assert!(fetches(Purpose::Refer) >= before + 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn file_errors() {
+        let dir = scratch_dir("errors");
+        let before = errors(Purpose::Redirect, "file");
+        let missing = file_url(&dir.join("missing.xml"));
+        let error = fetcher()
+            .fetch(&missing, HttpMethod::Post, &[], Purpose::Redirect)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::File { .. }), "{error:?}");
+        assert_eq!(errors(Purpose::Redirect, "file"), before + 1);
+
+        let big = dir.join("big.xml");
+        std::fs::write(&big, " ".repeat(MAX_DOCUMENT_BYTES + 1)).unwrap();
+        let error = fetcher()
+            .fetch(&file_url(&big), HttpMethod::Post, &[], Purpose::Redirect)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::TooLarge { .. }), "{error:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The seed's refer application as shipped: `refer.xml` dials what the transferor
+    /// typed, and its relative `action` finds `refer-fallback.xml` beside it.
+    #[tokio::test]
+    async fn the_example_refer_application_runs_from_files() {
+        let apps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/apps");
+        let apps = apps.canonicalize().unwrap();
+        let params =
+            crate::rcml::Params::call("CA1", "AC1", "alice", "+1000", "in-progress", "inbound")
+                .with("Transferor", "bob")
+                .with("ReferTarget", "+15550002");
+        let f = fetcher();
+        let refer = f
+            .fetch(
+                &file_url(&apps.join("refer.xml")),
+                HttpMethod::Post,
+                params.as_slice(),
+                Purpose::Refer,
+            )
+            .await
+            .unwrap();
+        let [Verb::Dial(dial)] = refer.document.verbs.as_slice() else {
+            panic!("{:?}", refer.document);
+        };
+        assert_eq!(dial.targets, [DialTarget::Number("+15550002".into())]);
+        let action = resolve(&refer.url, dial.action.as_deref().unwrap()).unwrap();
+        assert_eq!(action, file_url(&apps.join("refer-fallback.xml")));
+        let fallback = f
+            .fetch(
+                &action,
+                dial.method,
+                params.with("DialCallStatus", "no-answer").as_slice(),
+                Purpose::DialAction,
+            )
+            .await
+            .unwrap();
+        let [Verb::Dial(dial)] = fallback.document.verbs.as_slice() else {
+            panic!("{:?}", fallback.document);
+        };
+        assert_eq!(
+            dial.targets,
+            [DialTarget::Sip("sip:bob@127.0.0.1:5071".into())]
+        );
+    }
+
+    #[test]
+    fn substitution_edge_cases() {
+        let params = vec![("A".into(), "1".into()), ("AB".into(), "2".into())];
+        assert_eq!(
+            substitute_core("$core_AB $core_A.$core_", &params),
+            "2 1.$core_"
+        );
+        assert_eq!(substitute_core("$core_Nope!", &params), "!");
+        assert_eq!(substitute_core("no variables", &params), "no variables");
+        assert_eq!(substitute_core("ü$core_Aü", &params), "ü1ü");
+    }
+
+    #[test]
+    fn relative_urls_resolve_against_the_document() {
+        let http = "https://apps.example.com/voice/refer.xml?x=1";
+        assert_eq!(
+            resolve(http, "fallback.xml").unwrap(),
+            "https://apps.example.com/voice/fallback.xml"
+        );
+        assert_eq!(
+            resolve(http, "/dial/action").unwrap(),
+            "https://apps.example.com/dial/action"
+        );
+        assert_eq!(
+            resolve(http, "../up?y=2").unwrap(),
+            "https://apps.example.com/up?y=2"
+        );
+        assert_eq!(
+            resolve(http, "http://other.example.com/a").unwrap(),
+            "http://other.example.com/a"
+        );
+        let file = "file:///etc/switchyard/apps/refer.xml";
+        assert_eq!(
+            resolve(file, "refer-fallback.xml").unwrap(),
+            "file:///etc/switchyard/apps/refer-fallback.xml"
+        );
+        assert_eq!(
+            resolve(file, "../other/x.xml").unwrap(),
+            "file:///etc/switchyard/other/x.xml"
+        );
+        assert!(matches!(
+            resolve(http, "mailto:a@b"),
+            Err(FetchError::UnsupportedScheme { .. })
+        ));
+        assert!(matches!(
+            resolve("relative.xml", "x.xml"),
+            Err(FetchError::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn purpose_labels() {
+        let labels = [
+            Purpose::Voice,
+            Purpose::VoiceFallback,
+            Purpose::Refer,
+            Purpose::DialAction,
+            Purpose::Redirect,
+        ]
+        .map(Purpose::as_str);
+        assert_eq!(
+            labels,
+            [
+                "voice",
+                "voice_fallback",
+                "refer",
+                "dial_action",
+                "redirect"
+            ]
+        );
+    }
+}
