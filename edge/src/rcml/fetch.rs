@@ -138,11 +138,25 @@ pub struct Fetcher {
     timeout: Duration,
 }
 
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 const USER_AGENT_VALUE: &str = concat!("switchyard-edge/", env!("CARGO_PKG_VERSION"));
 
 impl Fetcher {
     /// `timeout` bounds a whole HTTP fetch: connecting, the answer and its body.
     pub fn new(timeout: Duration) -> Result<Self, FetchError> {
+        if timeout.is_zero() {
+            // Every fetch would time out: a configuration mistake worth refusing early.
+            return Err(FetchError::Client(
+                "the fetch timeout must be above zero".into(),
+            ));
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -674,6 +688,23 @@ mod tests {
             "{error:?}"
         );
         assert_eq!(errors(Purpose::Voice, "status"), before + 1);
+        let exposed = METRICS.render();
+        assert!(
+            exposed
+                .contains("switchyard_edge_rcml_errors_total{kind=\"status\",purpose=\"voice\"}")
+        );
+        assert!(
+            exposed
+                .contains("switchyard_edge_rcml_fetch_duration_seconds_bucket{purpose=\"voice\"")
+        );
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused() {
+        assert!(matches!(
+            Fetcher::new(Duration::ZERO),
+            Err(FetchError::Client(_))
+        ));
     }
 
     #[tokio::test]
