@@ -206,15 +206,20 @@ struct Parser<'i> {
 }
 
 impl<'i> Parser<'i> {
+    /// A structural problem found here, just after the event that showed it.
     fn malformed(&self, error: impl std::fmt::Display) -> RcmlError {
         RcmlError::Malformed {
-            position: self.reader.error_position(),
+            position: self.reader.buffer_position(),
             message: error.to_string(),
         }
     }
 
     fn event(&mut self) -> Result<Event<'i>, RcmlError> {
-        self.reader.read_event().map_err(|e| self.malformed(e))
+        // quick-xml's own errors know where they started.
+        self.reader.read_event().map_err(|e| RcmlError::Malformed {
+            position: self.reader.error_position(),
+            message: e.to_string(),
+        })
     }
 
     /// quick-xml does not check names: `<Hangup</Response>` would be an element named
