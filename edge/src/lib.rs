@@ -2,11 +2,13 @@
 //!
 //! - [`sip`]: the SIP stack (transport, messages, transactions, dialogs, core);
 //! - [`app`]: what the edge does with each request;
+//! - [`rcml`]: RCML documents: parsing and fetching them;
 //! - [`config`], [`http`], [`metrics`], [`telemetry`]: running it.
 
 pub mod app;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod rcml;
 pub mod sip;
 pub mod telemetry;

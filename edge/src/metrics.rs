@@ -5,7 +5,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -14,6 +16,10 @@ pub struct Metrics {
     pub messages_dropped: IntCounterVec,
     pub transaction_timeouts: IntCounterVec,
     pub tcp_connections: IntGauge,
+    /// RCML fetches (successful or not), by purpose (voice, refer, dial_action, ...).
+    pub rcml_fetch_duration: HistogramVec,
+    /// RCML fetches that gave no runnable document, by purpose and kind of failure.
+    pub rcml_errors: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -23,6 +29,21 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
         .register(Box::new(counter.clone()))
         .unwrap_or_else(|e| panic!("metric {name} is registered once: {e}"));
     counter
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let histogram = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is well-formed: {e}"));
+    registry
+        .register(Box::new(histogram.clone()))
+        .unwrap_or_else(|e| panic!("metric {name} is registered once: {e}"));
+    histogram
 }
 
 impl Metrics {
@@ -62,6 +83,22 @@ impl Metrics {
                 &["kind", "timer"],
             ),
             tcp_connections,
+            // From a local file (sub-millisecond) to an app server at the fetch timeout.
+            rcml_fetch_duration: histogram(
+                &registry,
+                "switchyard_edge_rcml_fetch_duration_seconds",
+                "Time to fetch and parse an RCML document, by purpose",
+                &["purpose"],
+                vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+            rcml_errors: counter(
+                &registry,
+                "switchyard_edge_rcml_errors_total",
+                "RCML fetches that failed, by purpose and kind (fetch, status, timeout, parse, ...)",
+                &["purpose", "kind"],
+            ),
             registry,
         }
     }
