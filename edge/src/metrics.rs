@@ -14,6 +14,7 @@ pub struct Metrics {
     pub messages_dropped: IntCounterVec,
     pub transaction_timeouts: IntCounterVec,
     pub tcp_connections: IntGauge,
+    pub store_errors: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -60,6 +61,13 @@ impl Metrics {
                 "switchyard_edge_sip_transaction_timeouts_total",
                 "SIP transactions that timed out, by kind and timer",
                 &["kind", "timer"],
+            ),
+            store_errors: counter(
+                &registry,
+                "switchyard_edge_store_errors_total",
+                "Call-store operations that failed (Redis unavailable, timed out or answering \
+                 unexpectedly), by operation",
+                &["op"],
             ),
             tcp_connections,
             registry,
