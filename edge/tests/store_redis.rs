@@ -361,3 +361,59 @@ async fn stale_timer_entries_are_repaired() {
         .expect("ZRANGE");
     assert_eq!(members, vec![sid]);
 }
+
+/// Commands the server ran since the last reset, by name (`INFO commandstats`).
+fn commands_run(con: &mut redis::Connection) -> std::collections::BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(con)
+        .expect("INFO");
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            let calls = stats.split(',').next()?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| name != "info" && name != "config|resetstat")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_commit_is_one_script_and_its_timer_index_update() {
+    let server = RedisServer::start();
+    let store = redis_store(&server);
+    let tag = fresh_tag();
+    let sid = new_call_sid(&tag);
+    // Warm up: the scripts are loaded on first use.
+    store.create(&sid, b"x", HOUR, &[]).await.expect("create");
+    store
+        .commit(&sid, 1, b"x", HOUR, &[])
+        .await
+        .expect("commit");
+
+    let mut con = server.connection();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .expect("RESETSTAT");
+    let ops = [
+        Op::IndexDialog {
+            sip_call_id: edge_call_id(&tag, "b", HOST),
+        },
+        Op::ScheduleTimer { due_ms: 42 },
+    ];
+    let committed = store
+        .commit(&sid, 2, b"y", HOUR, &ops)
+        .await
+        .expect("commit");
+    assert_eq!(committed, Commit::Committed { version: 3 });
+    let ran = commands_run(&mut con);
+    // commandstats also counts the commands the script runs; what the client sent is
+    // one EVALSHA (the compare happens inside it, no read before the write) and the
+    // timer index ZADD on either side of it.
+    assert_eq!(ran.get("evalsha"), Some(&1), "{ran:?}");
+    assert_eq!(ran.get("zadd"), Some(&2), "{ran:?}");
+    for absent in ["hmget", "eval", "script|load", "multi", "zrem"] {
+        assert!(!ran.contains_key(absent), "{absent}: {ran:?}");
+    }
+}

@@ -13,8 +13,8 @@
 //!
 //! | operation      | round trips | how                                                     |
 //! |----------------|-------------|---------------------------------------------------------|
-//! | `create`       | 1           | one Lua script, timer ZADD pipelined behind it          |
-//! | `commit`       | 1           | one Lua script (CAS), timer ZADD pipelined behind it    |
+//! | `create`       | 1           | one Lua script; a timer's ZADD pipelined on either side |
+//! | `commit`       | 1           | one Lua script (CAS); ZADD pipelined the same way       |
 //! | `load`         | 1           | HMGET                                                   |
 //! | `find_dialog`  | 1           | GET                                                     |
 //! | `next_cseq`    | 1           | one Lua script                                          |

@@ -225,10 +225,16 @@ impl RedisCallStore {
         result
     }
 
-    /// The create/commit script with its timer index update pipelined behind it: one
-    /// round trip. The ZADD goes out whatever the script decides (a pipeline cannot be
+    /// The create/commit script with its timer index update pipelined around it: one
+    /// round trip. The ZADDs go out whatever the script decides (a pipeline cannot be
     /// conditional); an entry for a transition that did not happen is harmless, because
     /// the index is only trusted when the call's own `t` field agrees.
+    ///
+    /// The ZADD is sent both before and after the script. Before: if the connection
+    /// dies mid-pipeline, the script cannot have run without its index entry. After: a
+    /// `due_timers` repair that removed the entry and re-read `t` just before the
+    /// script ran cannot leave the new timer unindexed. Same connection, so Redis runs
+    /// them in this order.
     async fn transition(
         &self,
         mode: Mode,
@@ -290,6 +296,9 @@ impl RedisCallStore {
             .arg(script_keys.len())
             .arg(&script_keys)
             .arg(&args);
+        for cmd in &timer_cmds {
+            pipe.add_command(cmd.clone()).ignore();
+        }
         pipe.add_command(evalsha);
         for cmd in timer_cmds {
             pipe.add_command(cmd).ignore();
