@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_edge::store::{
-    CallStore, Commit, MemoryCallStore, Op, RedisCallStore, StoreError, TIMERS_KEY, edge_call_id,
-    new_call_sid, tag_for_sip_call_id,
+    AnyCallStore, CallStore, Commit, MemoryCallStore, Op, RedisCallStore, StoreError, TIMERS_KEY,
+    edge_call_id, new_call_sid, tag_for_sip_call_id,
 };
 use switchyard_tests::RedisServer;
 
@@ -283,7 +283,9 @@ async fn unreachable_redis_is_unavailable() {
     // Nobody listens on this port: the lazy store starts anyway and reports Unavailable.
     let port = switchyard_tests::free_port();
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("URL");
-    let store = RedisCallStore::new(client, Duration::from_millis(500)).expect("store");
+    let store: AnyCallStore = RedisCallStore::new(client, Duration::from_millis(500))
+        .expect("store")
+        .into();
     let started = Instant::now();
     assert!(matches!(
         store.ping().await,
@@ -339,8 +341,16 @@ async fn stale_timer_entries_are_repaired() {
     assert!(store.due_timers(200, 10).await.expect("due").is_empty());
     assert_eq!(score(), Some(500.0), "repaired to the call's due time");
 
-    // Garbage members and entries of vanished calls are dropped.
+    // Garbage members and entries of vanished calls are dropped, also when they are
+    // all a poll finds.
     let mut con = server.connection();
+    let _: i64 = redis::cmd("ZADD")
+        .arg(TIMERS_KEY)
+        .arg(1)
+        .arg("garbage")
+        .query(&mut con)
+        .expect("ZADD");
+    assert!(store.due_timers(400, 10).await.expect("due").is_empty());
     let _: i64 = redis::cmd("ZADD")
         .arg(TIMERS_KEY)
         .arg(1)

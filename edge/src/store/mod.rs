@@ -92,6 +92,9 @@ pub enum StoreError {
     /// `IndexDialog` for a Call-ID another call has indexed; nothing was applied.
     #[error("dialog {0} belongs to another call")]
     DialogInUse(String),
+    /// The store cannot be set up as configured (a malformed Redis URL).
+    #[error("call store configuration: {0}")]
+    Config(String),
     /// An answer from Redis that is none of the above (a script error): a bug.
     #[error("redis: {0}")]
     Redis(#[source] redis::RedisError),
@@ -214,6 +217,18 @@ pub(crate) fn ttl_ms(ttl: Duration) -> u64 {
 pub enum AnyCallStore {
     Memory(MemoryCallStore),
     Redis(RedisCallStore),
+}
+
+impl From<MemoryCallStore> for AnyCallStore {
+    fn from(store: MemoryCallStore) -> Self {
+        AnyCallStore::Memory(store)
+    }
+}
+
+impl From<RedisCallStore> for AnyCallStore {
+    fn from(store: RedisCallStore) -> Self {
+        AnyCallStore::Redis(store)
+    }
 }
 
 macro_rules! delegate {

@@ -183,7 +183,7 @@ impl RedisCallStore {
     /// failures, so the edge can start (and answer 503) while Redis is down.
     pub fn new(client: redis::Client, timeout: Duration) -> Result<Self, StoreError> {
         let connection = switchyard_routing::redis_table::connection_manager(client, timeout)
-            .map_err(|e| StoreError::Unavailable(format!("cannot set up the connection: {e}")))?;
+            .map_err(|e| StoreError::Config(format!("Redis connection: {e}")))?;
         Ok(RedisCallStore {
             connection,
             timeout,
@@ -196,7 +196,7 @@ impl RedisCallStore {
 
     pub fn open(url: &str, timeout: Duration) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)
-            .map_err(|e| StoreError::InvalidKey(format!("Redis URL {url:?}: {e}")))?;
+            .map_err(|e| StoreError::Config(format!("Redis URL {url:?}: {e}")))?;
         Self::new(client, timeout)
     }
 
