@@ -427,3 +427,48 @@ async fn a_commit_is_one_script_and_its_timer_index_update() {
         assert!(!ran.contains_key(absent), "{absent}: {ran:?}");
     }
 }
+
+fn signal(node: &ClusterNode, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(node.child.id().to_string())
+        .status()
+        .expect("kill(1)");
+    assert!(status.success(), "kill -{signal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_redis_times_out_then_recovers() {
+    // A Redis that accepts bytes but never answers (stopped, swapping, partitioned after
+    // the handshake) is what only a timeout catches.
+    let node = ClusterNode::start();
+    let store = RedisCallStore::new(node.client(), Duration::from_millis(500)).expect("store");
+    let sid = new_call_sid(&fresh_tag());
+    store.create(&sid, b"x", HOUR, &[]).await.expect("create");
+
+    signal(&node, "STOP");
+    let started = Instant::now();
+    let load = store.load(&sid).await;
+    let commit = store.commit(&sid, 1, b"y", HOUR, &[]).await;
+    let elapsed = started.elapsed();
+    signal(&node, "CONT");
+    assert!(matches!(load, Err(StoreError::Unavailable(_))), "{load:?}");
+    assert!(
+        matches!(commit, Err(StoreError::Unavailable(_))),
+        "{commit:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(2 * 2_500),
+        "took {elapsed:?}"
+    );
+
+    // The commit sent while Redis was stopped may still run once it resumes: the
+    // caller reloads to find out, as the docs say.
+    let back = eventually(Duration::from_secs(10), || async {
+        store.load(&sid).await.is_ok()
+    })
+    .await;
+    assert!(back, "the store did not recover");
+    let (version, _) = store.load(&sid).await.expect("load").expect("the call");
+    assert!(version == 1 || version == 2, "{version}");
+}
