@@ -3,6 +3,7 @@
 //! - [`sip`]: the SIP stack (transport, messages, transactions, dialogs, core);
 //! - [`app`]: what the edge does with each request;
 //! - [`rcml`]: RCML documents: parsing and fetching them;
+//! - [`store`]: call state, shared by all pods through Redis;
 //! - [`config`], [`http`], [`metrics`], [`telemetry`]: running it.
 
 pub mod app;
@@ -11,4 +12,5 @@ pub mod http;
 pub mod metrics;
 pub mod rcml;
 pub mod sip;
+pub mod store;
 pub mod telemetry;

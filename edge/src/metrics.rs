@@ -20,6 +20,7 @@ pub struct Metrics {
     pub rcml_fetch_duration: HistogramVec,
     /// RCML fetches that gave no runnable document, by purpose and kind of failure.
     pub rcml_errors: IntCounterVec,
+    pub store_errors: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -81,6 +82,13 @@ impl Metrics {
                 "switchyard_edge_sip_transaction_timeouts_total",
                 "SIP transactions that timed out, by kind and timer",
                 &["kind", "timer"],
+            ),
+            store_errors: counter(
+                &registry,
+                "switchyard_edge_store_errors_total",
+                "Call-store operations that failed (Redis unavailable, timed out or answering \
+                 unexpectedly), by operation",
+                &["op"],
             ),
             tcp_connections,
             // From a local file (sub-millisecond) to an app server at the fetch timeout.
