@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use redis::IntoConnectionInfo;
+use switchyard_routing::redis_table::client_with_password;
 use thiserror::Error;
 
 /// Keeps the Redis routing table equal to the PhoneNumber resources the cluster declares.
@@ -124,19 +124,8 @@ impl Config {
     /// The Redis client for `--redis-url`, with `--redis-password` applied. Does not
     /// connect.
     pub fn redis_client(&self) -> Result<redis::Client, ConfigError> {
-        let info = self
-            .redis_url
-            .as_str()
-            .into_connection_info()
-            .map_err(ConfigError::RedisUrl)?;
-        let info = match &self.redis_password {
-            Some(password) => {
-                let settings = info.redis_settings().clone().set_password(password);
-                info.set_redis_settings(settings)
-            }
-            None => info,
-        };
-        redis::Client::open(info).map_err(ConfigError::RedisUrl)
+        client_with_password(&self.redis_url, self.redis_password.as_deref())
+            .map_err(ConfigError::RedisUrl)
     }
 
     /// `--identity`, else the host name.

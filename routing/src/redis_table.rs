@@ -125,6 +125,25 @@ return {redis.call('GET', KEYS[1]) or false, redis.call('GET', KEYS[2]) or ''}
 /// into a call that hangs.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A Redis client for `url` (`redis://`, `rediss://`, `redis+unix://`), with `password`
+/// (kept apart from the URL, e.g. from a Kubernetes Secret) taking precedence over the
+/// URL's. Does not connect. Shared by the operator and the edge.
+pub fn client_with_password(
+    url: &str,
+    password: Option<&str>,
+) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    let info = match password {
+        Some(password) => {
+            let settings = info.redis_settings().clone().set_password(password);
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    };
+    redis::Client::open(info)
+}
+
 /// Opens a connection manager that connects lazily and reconnects by itself.
 pub fn connection_manager(
     client: redis::Client,
