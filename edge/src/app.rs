@@ -1,31 +1,32 @@
 //! The edge's transaction user: what it does with each request the SIP core hands up.
 //!
-//! Today it answers OPTIONS (phones and load balancers probe with it), refuses requests
-//! it does not implement with 501, and answers INVITEs for unknown numbers with 404. The
-//! B2BUA that runs RCML plugs in here.
+//! - OPTIONS: 200 with what the edge supports (phones and load balancers probe with it);
+//! - an INVITE opening a call: [`crate::call::setup`] (route, RCML, Dial);
+//! - requests inside a call: [`crate::call::in_dialog`], on whichever edge process they
+//!   reach;
+//! - anything else: 501 with `Allow`.
 
 use std::sync::Arc;
 
 use rsip::{Header, Method, Request, Response};
-use switchyard_routing::RouteLookup;
-use tracing::{Instrument, info, info_span};
 
+use crate::call::{Services, in_dialog, refusal, setup};
 use crate::sip::endpoint::Application;
-use crate::sip::message::{SipHeaders, reason_header, response_to};
+use crate::sip::message::{SipHeaders, response_to};
 use crate::sip::random_token;
 use crate::sip::transaction::ServerTransaction;
 use crate::sip::transport::Destination;
 
 /// Methods this build of the edge handles (the `Allow` header).
-pub const ALLOWED_METHODS: &str = "OPTIONS, ACK, CANCEL";
+pub const ALLOWED_METHODS: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE";
 
 pub struct EdgeApp {
-    routes: Arc<dyn RouteLookup>,
+    services: Arc<Services>,
 }
 
 impl EdgeApp {
-    pub fn new(routes: Arc<dyn RouteLookup>) -> Arc<Self> {
-        Arc::new(EdgeApp { routes })
+    pub fn new(services: Arc<Services>) -> Arc<Self> {
+        Arc::new(EdgeApp { services })
     }
 }
 
@@ -39,48 +40,35 @@ pub fn options_response(request: &Request) -> Response {
     response
 }
 
-fn refusal(request: &Request, code: u16, reason: &str) -> Response {
-    let mut response = response_to(request, code, Some(&random_token(10)));
-    response.headers.push(reason_header(code, reason));
-    if code == 501 || code == 405 {
-        response.headers.push(Header::Allow(ALLOWED_METHODS.into()));
-    }
-    response
-}
-
 impl Application for EdgeApp {
     async fn request(self: Arc<Self>, tx: ServerTransaction) {
-        let call_id = tx.request.call_id().unwrap_or_default();
-        let span = info_span!("sip", %call_id, method = %tx.request.method);
-        async move {
-            let request = &tx.request;
-            let response = match request.method {
-                Method::Options => options_response(request),
-                Method::Invite if request.tag_to().ok().flatten().is_none() => {
-                    let dialled = request.uri.user().unwrap_or_default().to_owned();
-                    match self.routes.lookup(&dialled) {
-                        None => {
-                            info!(%dialled, "no route for the dialled number");
-                            refusal(request, 404, "no PhoneNumber matches the dialled number")
-                        }
-                        Some(route) => {
-                            info!(%dialled, owner = %route.owner, "call handling is not available in this build");
-                            refusal(request, 501, "calls are not implemented in this build")
-                        }
-                    }
-                }
-                _ if request.tag_to().ok().flatten().is_some() => {
-                    refusal(request, 481, "no such dialog")
-                }
-                _ => refusal(request, 501, "method not implemented"),
-            };
-            tx.respond(response);
+        let in_dialog = tx.request.tag_to().ok().flatten().is_some();
+        match tx.request.method {
+            Method::Options if !in_dialog => {
+                let response = options_response(&tx.request);
+                tx.respond(response);
+            }
+            _ if in_dialog => in_dialog::request(self.services.clone(), tx).await,
+            Method::Invite => setup::new_call(self.services.clone(), tx).await,
+            Method::Bye | Method::Refer | Method::Update | Method::Info => {
+                let response = refusal(&tx.request, 481, "request outside a dialog", None);
+                tx.respond(response);
+            }
+            _ => {
+                let mut response = refusal(&tx.request, 501, "method not implemented", None);
+                response.headers.push(Header::Allow(ALLOWED_METHODS.into()));
+                tx.respond(response);
+            }
         }
-        .instrument(span)
-        .await
     }
 
-    async fn stray_ack(self: Arc<Self>, _ack: Request, _source: Destination) {}
+    async fn stray_ack(self: Arc<Self>, _ack: Request, _source: Destination) {
+        // The ACK of a 2xx the edge sent from another process, or after its
+        // retransmissions stopped: the callee leg was ACKed when it answered, so there is
+        // nothing to relay.
+    }
 
-    async fn stray_2xx(self: Arc<Self>, _response: Response, _source: Destination) {}
+    async fn stray_2xx(self: Arc<Self>, response: Response, source: Destination) {
+        in_dialog::stray_2xx(self.services.clone(), response, source).await;
+    }
 }

@@ -32,16 +32,62 @@ pub struct Config {
     #[arg(long, env = "SWITCHYARD_ADVERTISE")]
     pub advertise: Option<String>,
 
-    /// PhoneNumber manifests (files or directories of *.yaml) to serve in standalone mode.
-    /// Repeatable.
+    /// PhoneNumber manifests (files or directories of *.yaml) to serve in standalone mode
+    /// (no Redis: routes and call state stay in this process). Repeatable.
     #[arg(
         long = "phone-numbers",
         env = "SWITCHYARD_PHONE_NUMBERS",
         value_name = "FILE|DIR",
-        required = true,
-        value_delimiter = ','
+        value_delimiter = ',',
+        required_unless_present = "redis_url"
     )]
     pub phone_numbers: Vec<PathBuf>,
+
+    /// Redis holding the routing table (written by the operator) and all call state,
+    /// shared by every edge process: `redis://[:password@]host:port/[db]` (`rediss://` for
+    /// TLS). Absent: standalone mode with an in-memory store.
+    #[arg(long = "redis-url", env = "SWITCHYARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Redis password, overriding the URL's (the Helm chart passes it from a Secret).
+    #[arg(
+        long = "redis-password",
+        env = "SWITCHYARD_REDIS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub redis_password: Option<String>,
+
+    /// How long a Redis command may take before the edge treats Redis as unavailable
+    /// (new calls then get 503 with Retry-After).
+    #[arg(long = "redis-timeout", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub redis_timeout: Duration,
+
+    /// `host[:port]` where `<Number>` dials are sent. Default: the edge itself, so numbers
+    /// declared as PhoneNumbers run their own voiceUrl (the seed's number B).
+    #[arg(long = "outbound-proxy", env = "SWITCHYARD_OUTBOUND_PROXY")]
+    pub outbound_proxy: Option<String>,
+
+    /// This process's address for Via (responses come back to it); in Kubernetes the pod
+    /// IP. Default: the --sip-listen address, or the advertised host when that is a
+    /// wildcard.
+    #[arg(long = "pod-ip", env = "POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
+
+    /// This process's name, owner of the calls it sets up. Default: hostname and process id.
+    #[arg(long = "pod-name", env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// AccountSid sent to RCML applications.
+    #[arg(
+        long = "account-sid",
+        env = "SWITCHYARD_ACCOUNT_SID",
+        default_value = "ACswitchyard"
+    )]
+    pub account_sid: String,
+
+    /// Timeout of one RCML fetch.
+    #[arg(long = "rcml-timeout", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub rcml_timeout: Duration,
 
     /// Address for `/metrics`, `/healthz` and `/readyz`.
     #[arg(
@@ -106,10 +152,49 @@ impl Config {
         {
             return Err(error("--advertise", "expected host or host:port"));
         }
+        if let Some(url) = &self.redis_url
+            && redis::Client::open(url.as_str()).is_err()
+        {
+            return Err(error("--redis-url", "not a Redis URL (redis://host:port/)"));
+        }
+        if let Some(proxy) = &self.outbound_proxy
+            && (proxy.is_empty() || proxy.contains(['<', '>', ';', ' ', '@']))
+        {
+            return Err(error("--outbound-proxy", "expected host or host:port"));
+        }
         if self.sip_listen.is_empty() {
             return Err(error("--sip-listen", "at least one address is needed"));
         }
         Ok(())
+    }
+
+    /// The Redis client, with --redis-password applied.
+    pub fn redis_client(&self) -> Option<Result<redis::Client, redis::RedisError>> {
+        let url = self.redis_url.as_ref()?;
+        Some(switchyard_routing::redis_table::client_with_password(
+            url,
+            self.redis_password.as_deref(),
+        ))
+    }
+
+    /// The address for Via headers.
+    pub fn via_sent_by(&self, bound: &[SocketAddr], advertised: &str) -> String {
+        let first = bound.first().copied();
+        let port = first.map(|a| a.port()).unwrap_or(5060);
+        let ip = self
+            .pod_ip
+            .or_else(|| first.map(|a| a.ip()).filter(|ip| !ip.is_unspecified()));
+        match ip {
+            Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+            Some(ip) => format!("{ip}:{port}"),
+            None => {
+                let host = advertised
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(advertised);
+                format!("{host}:{port}")
+            }
+        }
     }
 
     pub fn timers(&self) -> TimerConfig {

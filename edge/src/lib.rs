@@ -7,6 +7,7 @@
 //! - [`config`], [`http`], [`metrics`], [`telemetry`]: running it.
 
 pub mod app;
+pub mod call;
 pub mod config;
 pub mod http;
 pub mod metrics;

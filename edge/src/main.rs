@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use switchyard_routing::manifests::load_paths;
-use switchyard_routing::{MemoryRoutes, RouteLookup};
+use switchyard_edge::call::Services;
+use switchyard_edge::rcml::Fetcher;
+use switchyard_edge::store::{AnyCallStore, MemoryCallStore, RedisCallStore};
+use switchyard_routing::manifests::{LoadedPhoneNumber, load_paths};
+use switchyard_routing::{CacheOptions, CachedRoutes, MemoryRoutes, RedisRoutes, RouteLookup};
 use tracing::{error, info, warn};
 
 use switchyard_edge::config::Config;
@@ -23,45 +26,28 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let loaded = match load_paths(&config.phone_numbers) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            for e in &errors {
-                error!("--phone-numbers: {e}");
+    let manifests = if config.phone_numbers.is_empty() {
+        None
+    } else {
+        match load_paths(&config.phone_numbers) {
+            Ok(loaded) => Some(loaded),
+            Err(errors) => {
+                for e in &errors {
+                    error!("--phone-numbers: {e}");
+                }
+                eprintln!(
+                    "switchyard-edge: --phone-numbers: {} problem(s) in the PhoneNumber manifests (see above)",
+                    errors.len()
+                );
+                return ExitCode::from(2);
             }
-            eprintln!(
-                "switchyard-edge: --phone-numbers: {} problem(s) in the PhoneNumber manifests (see above)",
-                errors.len()
-            );
-            return ExitCode::from(2);
         }
     };
-    let routes = Arc::new(MemoryRoutes::new(loaded.into_iter().map(|l| l.route)));
-    let table = routes.snapshot();
-    info!(
-        routes = table.len(),
-        "routing table loaded (standalone, in-memory)"
-    );
-    for route in table.routes() {
-        let refer = route
-            .refer
-            .as_ref()
-            .map(|r| format!(" refer={} {}", r.method, r.url));
-        let line = format!(
-            "{:<28} owner={:<24} voice={} {}{}",
-            route.key.to_string(),
-            route.owner.to_string(),
-            route.voice.method,
-            route.voice.url,
-            refer.unwrap_or_default()
-        );
-        if config.check {
-            println!("{line}");
-        } else {
-            info!("route {line}");
-        }
-    }
     if config.check {
+        let table = MemoryRoutes::new(manifests.into_iter().flatten().map(|l| l.route)).snapshot();
+        for route in table.routes() {
+            println!("{}", describe(&route));
+        }
         return ExitCode::SUCCESS;
     }
 
@@ -75,10 +61,71 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config, routes))
+    runtime.block_on(run(config, manifests))
 }
 
-async fn run(config: Config, routes: Arc<dyn RouteLookup>) -> ExitCode {
+fn describe(route: &switchyard_routing::Route) -> String {
+    let refer = route
+        .refer
+        .as_ref()
+        .map(|r| format!(" refer={} {}", r.method, r.url));
+    format!(
+        "{:<28} owner={:<24} voice={} {}{}",
+        route.key.to_string(),
+        route.owner.to_string(),
+        route.voice.method,
+        route.voice.url,
+        refer.unwrap_or_default()
+    )
+}
+
+async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitCode {
+    // Routes and call state: in Redis, shared by every edge process; or standalone.
+    // Ready once routes are known: at once in standalone mode, after the first load of the
+    // routing table from Redis otherwise.
+    let mut first_table = None;
+    let (routes, store): (Arc<dyn RouteLookup>, AnyCallStore) = match config.redis_client() {
+        Some(Err(e)) => {
+            eprintln!("switchyard-edge: --redis-url: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(client)) => {
+            let table = match RedisRoutes::new(client.clone()) {
+                Ok(table) => table,
+                Err(e) => {
+                    eprintln!("switchyard-edge: --redis-url: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let (cache, _follower) = CachedRoutes::follow(table, CacheOptions::default());
+            first_table = Some(cache.versions());
+            let store = match RedisCallStore::new(client, config.redis_timeout) {
+                Ok(store) => store,
+                Err(e) => {
+                    eprintln!("switchyard-edge: --redis-url: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            info!("routes and call state in Redis");
+            (cache, AnyCallStore::Redis(store))
+        }
+        None => {
+            let routes = MemoryRoutes::new(manifests.into_iter().flatten().map(|l| l.route));
+            let table = routes.snapshot();
+            info!(
+                routes = table.len(),
+                "standalone: routes from manifests, call state in memory"
+            );
+            for route in table.routes() {
+                info!("route {}", describe(&route));
+            }
+            (
+                Arc::new(routes),
+                AnyCallStore::Memory(MemoryCallStore::default()),
+            )
+        }
+    };
+
     let health = http::Health::default();
     if let Err(e) = http::serve(config.metrics_listen, health.clone()).await {
         eprintln!(
@@ -94,22 +141,71 @@ async fn run(config: Config, routes: Arc<dyn RouteLookup>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let advertise = config.advertised(&transport.local_addrs());
-    info!(%advertise, "advertising");
+    let bound = transport.local_addrs();
+    let advertise = config.advertised(&bound);
+    let via = config.via_sent_by(&bound, &advertise);
+    let outbound_proxy = config
+        .outbound_proxy
+        .clone()
+        .unwrap_or_else(|| advertise.clone());
+    // Several edges may share a host outside Kubernetes: the pid keeps their names apart.
+    let pod = config.pod_name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        format!(
+            "{}-{}",
+            if host.is_empty() { "edge" } else { &host },
+            std::process::id()
+        )
+    });
+    info!(%advertise, %via, %outbound_proxy, %pod, "SIP identity");
+    let fetcher = match Fetcher::new(config.rcml_timeout) {
+        Ok(fetcher) => fetcher,
+        Err(e) => {
+            eprintln!("switchyard-edge: --rcml-timeout: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let ctx = Context {
         wire: Arc::new(transport.clone()),
         timers: config.timers(),
         table: Arc::new(TransactionTable::default()),
     };
-    let app = app::EdgeApp::new(routes);
-    let endpoint = Endpoint::new(ctx.clone(), app);
+    let services = Services::new(
+        ctx.clone(),
+        via,
+        advertise,
+        fetcher,
+        store,
+        routes,
+        outbound_proxy,
+        pod,
+        config.account_sid.clone(),
+    );
+    tokio::spawn(switchyard_edge::call::timers::run(services.clone()));
+    let endpoint = Endpoint::new(ctx.clone(), app::EdgeApp::new(services.clone()));
     tokio::spawn(endpoint.run(inbound));
-    health.set_ready(true);
-    info!("switchyard-edge ready");
+    match first_table {
+        None => {
+            health.set_ready(true);
+            info!("switchyard-edge ready");
+        }
+        Some(mut versions) => {
+            let health = health.clone();
+            tokio::spawn(async move {
+                if versions.wait_for(|v| v.is_some()).await.is_ok() {
+                    health.set_ready(true);
+                    info!("routing table loaded from Redis: switchyard-edge ready");
+                }
+            });
+        }
+    }
 
     shutdown_signal().await;
-    info!("shutting down: not ready any more, draining transactions in flight");
+    info!("shutting down: refusing new calls, draining transactions in flight");
     health.set_ready(false);
+    services.start_draining();
     let deadline = tokio::time::Instant::now() + config.drain_timeout;
     while !ctx.table.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -124,23 +220,16 @@ async fn run(config: Config, routes: Arc<dyn RouteLookup>) -> ExitCode {
 }
 
 async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

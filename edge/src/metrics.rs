@@ -21,6 +21,10 @@ pub struct Metrics {
     /// RCML fetches that gave no runnable document, by purpose and kind of failure.
     pub rcml_errors: IntCounterVec,
     pub store_errors: IntCounterVec,
+    pub calls: IntCounterVec,
+    /// Calls answered minus calls ended, as seen by this process: the sum over all edge
+    /// processes is the number of calls up (a call may start on one and end on another).
+    pub calls_active: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -47,17 +51,23 @@ fn histogram(
     histogram
 }
 
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge =
+        IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name} is well-formed: {e}"));
+    registry
+        .register(Box::new(gauge.clone()))
+        .unwrap_or_else(|e| panic!("metric {name} is registered once: {e}"));
+    gauge
+}
+
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
-        let tcp_connections = IntGauge::new(
+        let tcp_connections = gauge(
+            &registry,
             "switchyard_edge_tcp_connections",
             "Open SIP TCP connections",
-        )
-        .unwrap_or_else(|e| panic!("metric is well-formed: {e}"));
-        registry
-            .register(Box::new(tcp_connections.clone()))
-            .unwrap_or_else(|e| panic!("metric is registered once: {e}"));
+        );
         Metrics {
             sip_requests: counter(
                 &registry,
@@ -83,13 +93,6 @@ impl Metrics {
                 "SIP transactions that timed out, by kind and timer",
                 &["kind", "timer"],
             ),
-            store_errors: counter(
-                &registry,
-                "switchyard_edge_store_errors_total",
-                "Call-store operations that failed (Redis unavailable, timed out or answering \
-                 unexpectedly), by operation",
-                &["op"],
-            ),
             tcp_connections,
             // From a local file (sub-millisecond) to an app server at the fetch timeout.
             rcml_fetch_duration: histogram(
@@ -106,6 +109,23 @@ impl Metrics {
                 "switchyard_edge_rcml_errors_total",
                 "RCML fetches that failed, by purpose and kind (fetch, status, timeout, parse, ...)",
                 &["purpose", "kind"],
+            ),
+            store_errors: counter(
+                &registry,
+                "switchyard_edge_store_errors_total",
+                "Call-store operations that failed (Redis unavailable, timed out or answering errors), by operation",
+                &["op"],
+            ),
+            calls: counter(
+                &registry,
+                "switchyard_edge_calls_total",
+                "Calls by outcome (answered, completed, no_route, rejected, not_connected, ...)",
+                &["outcome"],
+            ),
+            calls_active: gauge(
+                &registry,
+                "switchyard_edge_calls_active",
+                "Calls answered minus calls ended by this process (sum over processes: calls up)",
             ),
             registry,
         }

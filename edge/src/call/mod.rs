@@ -1,0 +1,111 @@
+//! Calls: the B2BUA that runs RCML.
+//!
+//! - [`record`]: the call record kept in the call store;
+//! - [`setup`]: a new INVITE: route, fetch RCML, run its verbs, `<Dial>` the callee;
+//! - [`in_dialog`]: requests inside an answered call (BYE, re-INVITE, ...), handled by
+//!   whichever edge process receives them;
+//! - [`targets`]: turning Dial nouns into a Request-URI and a next hop;
+//! - [`timers`]: timers that fire even if the process that set them died.
+//!
+//! The process that receives a call's INVITE drives its set-up (the INVITE transactions
+//! live there); every state change is committed to the store, so once the call is up any
+//! process can carry it on.
+
+pub mod in_dialog;
+pub mod record;
+pub mod setup;
+pub mod targets;
+pub mod timers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rsip::{Header, Request, Response};
+use switchyard_routing::RouteLookup;
+
+use crate::rcml::Fetcher;
+use crate::sip::dialog::LocalIdentity;
+use crate::sip::message::{reason_header, response_to};
+use crate::sip::transaction::Context;
+use crate::sip::transport::Protocol;
+use crate::store::AnyCallStore;
+
+/// What every call handler shares.
+pub struct Services {
+    pub sip: Context,
+    /// `host:port` of this process for Via (so responses come back here).
+    pub local_sent_by: String,
+    /// `host:port` phones reach the edge at, for Contact.
+    pub advertise: String,
+    pub fetcher: Fetcher,
+    pub store: AnyCallStore,
+    pub routes: Arc<dyn RouteLookup>,
+    /// Where `<Number>` dials go (`host:port`).
+    pub outbound_proxy: String,
+    /// This process's name (owner of the calls it sets up).
+    pub pod: String,
+    pub account_sid: String,
+    draining: AtomicBool,
+}
+
+impl Services {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        sip: Context,
+        local_sent_by: String,
+        advertise: String,
+        fetcher: Fetcher,
+        store: AnyCallStore,
+        routes: Arc<dyn RouteLookup>,
+        outbound_proxy: String,
+        pod: String,
+        account_sid: String,
+    ) -> Arc<Self> {
+        Arc::new(Services {
+            sip,
+            local_sent_by,
+            advertise,
+            fetcher,
+            store,
+            routes,
+            outbound_proxy,
+            pod,
+            account_sid,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn identity(&self, protocol: Protocol) -> LocalIdentity {
+        LocalIdentity {
+            via_sent_by: self.local_sent_by.clone(),
+            protocol,
+            contact: self.advertise.clone(),
+        }
+    }
+
+    /// The Contact header value of the edge.
+    pub fn contact(&self) -> String {
+        format!("<sip:switchyard@{}>", self.advertise)
+    }
+
+    /// On SIGTERM: new calls are refused; calls in progress go on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// A refusal with a `Reason` header (and `Retry-After` when the refusal is temporary).
+pub fn refusal(request: &Request, code: u16, reason: &str, retry_after: Option<u32>) -> Response {
+    let mut response = response_to(request, code, Some(&crate::sip::random_token(10)));
+    response.headers.push(reason_header(code, reason));
+    if let Some(seconds) = retry_after {
+        response
+            .headers
+            .push(Header::RetryAfter(seconds.to_string().into()));
+    }
+    response
+}
