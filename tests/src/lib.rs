@@ -1,9 +1,11 @@
 //! Harness for Switchyard's workspace-level end-to-end tests: real processes, spawned and
 //! owned by each test.
 
+pub mod app_server;
 pub mod processes;
 pub mod redis_server;
 pub mod sipp;
+pub mod ua;
 
 pub use processes::{Edge, binary, repo_root};
 pub use redis_server::{RedisServer, free_port};

@@ -141,6 +141,12 @@ impl Edge {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Kills the process outright (SIGKILL): a pod lost, not a graceful stop.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")

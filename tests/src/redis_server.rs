@@ -14,13 +14,29 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
-/// Asks the kernel for a port nobody is listening on. The port is free when this returns;
-/// the small window before the server binds it is accepted for tests.
+/// Asks the kernel for a port nobody is listening on (TCP and UDP), never the same one
+/// twice in one test process: the kernel may hand a just-released port out again before
+/// the server it was meant for binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free TCP port on 127.0.0.1")
+    use std::collections::HashSet;
+    use std::sync::{LazyLock, Mutex};
+    static HANDED_OUT: LazyLock<Mutex<HashSet<u16>>> = LazyLock::new(Default::default);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free TCP port on 127.0.0.1");
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 impl RedisServer {

@@ -1,0 +1,186 @@
+//! A minimal SIP user agent over UDP, for tests where sipp cannot go: sending the
+//! requests of one call to different edge processes (INVITE to one, BYE to another), as
+//! a Kubernetes Service may.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+pub struct Ua {
+    socket: UdpSocket,
+    local: SocketAddr,
+    call_id: String,
+    from_tag: String,
+    user: String,
+    cseq: u32,
+}
+
+/// A response as text, with its status code.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.text.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    pub fn to_tag(&self) -> Option<String> {
+        let to = self.header("To")?;
+        to.split(';')
+            .find_map(|p| p.trim().strip_prefix("tag=").map(str::to_owned))
+    }
+}
+
+impl Ua {
+    pub fn new(user: &str) -> Ua {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("a UDP port for the test UA");
+        let local = socket.local_addr().expect("its address");
+        Ua {
+            socket,
+            local,
+            call_id: format!("ua-{}-{}@127.0.0.1", std::process::id(), local.port()),
+            from_tag: format!("ua{}", local.port()),
+            user: user.to_owned(),
+            cseq: 0,
+        }
+    }
+
+    fn send(&self, to: SocketAddr, text: &str) {
+        self.socket
+            .send_to(text.as_bytes(), to)
+            .expect("send to the edge");
+    }
+
+    /// Waits for the next response (bounded), skipping requests the edge sends us
+    /// (answering BYE with 200).
+    pub fn receive(&self, timeout: Duration) -> Option<Answer> {
+        let deadline = Instant::now() + timeout;
+        let mut buffer = [0u8; 65_536];
+        while Instant::now() < deadline {
+            let _ = self.socket.set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ));
+            let Ok((n, from)) = self.socket.recv_from(&mut buffer) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            if let Some(rest) = text.strip_prefix("SIP/2.0 ") {
+                let code = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                return Some(Answer { code, text });
+            }
+            if text.starts_with("BYE ") {
+                let copy: String = text
+                    .lines()
+                    .filter(|l| {
+                        ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                            .iter()
+                            .any(|h| l.starts_with(h))
+                    })
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                self.send(
+                    from,
+                    &format!("SIP/2.0 200 OK\r\n{copy}Content-Length: 0\r\n\r\n"),
+                );
+            }
+        }
+        None
+    }
+
+    fn head(
+        &self,
+        method: &str,
+        uri: &str,
+        to_tag: Option<&str>,
+        cseq: u32,
+        branch: &str,
+    ) -> String {
+        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{local}>;tag={from_tag}\r\nTo: <{uri}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n",
+            local = self.local,
+            user = self.user,
+            from_tag = self.from_tag,
+            call_id = self.call_id,
+        )
+    }
+
+    /// Sends an INVITE with an SDP offer and waits for the final response (ACKing a
+    /// non-2xx, as a transaction would).
+    pub fn invite(&mut self, edge: SocketAddr, number: &str) -> Answer {
+        self.cseq += 1;
+        let uri = format!("sip:{number}@{edge}");
+        let sdp = format!(
+            "v=0\r\no={} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n",
+            self.user
+        );
+        let branch = format!("inv{}", self.cseq);
+        let text = format!(
+            "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            self.head("INVITE", &uri, None, self.cseq, &branch),
+            sdp.len()
+        );
+        self.send(edge, &text);
+        loop {
+            let answer = self
+                .receive(Duration::from_secs(20))
+                .expect("a final response to the INVITE");
+            if answer.code >= 200 {
+                if answer.code >= 300 {
+                    let ack = format!(
+                        "{}Content-Length: 0\r\n\r\n",
+                        self.head("ACK", &uri, answer.to_tag().as_deref(), self.cseq, &branch)
+                    );
+                    self.send(edge, &ack);
+                }
+                return answer;
+            }
+        }
+    }
+
+    /// ACKs a 2xx (a new branch), sent to `to`.
+    pub fn ack(&self, to: SocketAddr, number: &str, to_tag: &str) {
+        let uri = format!("sip:{number}@{to}");
+        let text = format!(
+            "{}Content-Length: 0\r\n\r\n",
+            self.head("ACK", &uri, Some(to_tag), self.cseq, "ack1")
+        );
+        self.send(to, &text);
+    }
+
+    /// Sends BYE to `to` and returns the final response code.
+    pub fn bye(&mut self, to: SocketAddr, number: &str, to_tag: &str) -> Option<u16> {
+        self.bye_answer(to, number, to_tag).map(|a| a.code)
+    }
+
+    /// Sends BYE to `to` and returns the final response.
+    pub fn bye_answer(&mut self, to: SocketAddr, number: &str, to_tag: &str) -> Option<Answer> {
+        self.cseq += 1;
+        let uri = format!("sip:{number}@{to}");
+        let text = format!(
+            "{}Content-Length: 0\r\n\r\n",
+            self.head(
+                "BYE",
+                &uri,
+                Some(to_tag),
+                self.cseq,
+                &format!("bye{}", self.cseq)
+            )
+        );
+        self.send(to, &text);
+        self.receive(Duration::from_secs(10))
+    }
+}

@@ -1,0 +1,305 @@
+//! Calls through the edge, end to end: sipp as caller and callees, an RCML application
+//! server inside the test, the edge as a real process (standalone, and on a real Redis).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use switchyard_tests::app_server::{AppServer, Reply};
+use switchyard_tests::sipp::{Sipp, SippTransport, assert_success, refused_scenario};
+use switchyard_tests::{Edge, RedisServer};
+
+const NUMBER_A: &str = "+15551230001";
+
+/// A directory with one PhoneNumber manifest for number A.
+fn manifests(voice_url: &str, fallback: Option<&str>) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-calls-{}-{}",
+        std::process::id(),
+        switchyard_tests::free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("a manifest directory");
+    let fallback = fallback
+        .map(|url| format!("  voiceFallbackUrl: {url}\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        dir.join("number-a.yaml"),
+        format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: PhoneNumber\nmetadata: {{name: number-a, namespace: telephony}}\nspec:\n  phoneNumber: \"{NUMBER_A}\"\n  voiceUrl: {voice_url}\n{fallback}"
+        ),
+    )
+    .expect("a manifest");
+    dir
+}
+
+/// Timers shortened so unanswered and unreachable cases finish in seconds (T1 = 50 ms
+/// gives Timer B = 3.2 s).
+const FAST_TIMERS: [&str; 2] = ["--timer-t1", "50ms"];
+
+fn standalone_edge(app: &AppServer, fallback: Option<&str>) -> Edge {
+    let dir = manifests(&app.url("/voice"), fallback);
+    let dir = dir.to_str().unwrap_or_default().to_owned();
+    Edge::start(&["--phone-numbers", &dir, FAST_TIMERS[0], FAST_TIMERS[1]])
+}
+
+/// A Dial of the callee at `target`, with `action="/action"`.
+fn dial(target: &std::net::SocketAddr, timeout_seconds: u32) -> String {
+    format!(
+        r#"<?xml version="1.0"?><Response><Dial timeout="{timeout_seconds}" action="/action"><Sip>sip:callee@{target}</Sip></Dial></Response>"#
+    )
+}
+
+fn call(edge: &Edge, scenario: &str) -> std::process::Output {
+    Sipp::client(scenario, edge.sip, SippTransport::Udp)
+        .arg("-s")
+        .arg(NUMBER_A)
+        .run()
+}
+
+fn refused(edge: &Edge, code: u16, check_reason: bool) -> std::process::Output {
+    Sipp::client_file(&refused_scenario(code, check_reason), edge.sip)
+        .arg("-s")
+        .arg(NUMBER_A)
+        .run()
+}
+
+#[test]
+fn a_call_is_answered_and_hung_up_by_the_caller() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_answer.xml");
+    app.rcml("/voice", &dial(&bob.addr, 2));
+    let edge = standalone_edge(&app, None);
+
+    assert_success(&call(&edge, "uac_call.xml"));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+
+    let voice = app
+        .wait_for("/voice", Duration::from_secs(1))
+        .expect("the voiceUrl was fetched");
+    assert_eq!(voice.method, "POST");
+    for (name, expected) in [
+        ("To", NUMBER_A),
+        ("From", "alice"),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("AccountSid", "ACswitchyard"),
+        ("CallerName", "Alice"),
+    ] {
+        assert_eq!(
+            voice.params.get(name).map(String::as_str),
+            Some(expected),
+            "{name}"
+        );
+    }
+    assert!(
+        voice
+            .params
+            .get("CallSid")
+            .is_some_and(|sid| sid.starts_with("CA") && sid.len() == 34)
+    );
+    assert!(voice.params.contains_key("ApiVersion"));
+    // The bridged call's end is reported to the Dial action.
+    let action = app
+        .wait_for("/action", Duration::from_secs(5))
+        .expect("the Dial action");
+    assert_eq!(
+        action.params.get("DialCallStatus").map(String::as_str),
+        Some("completed")
+    );
+    assert!(edge.metric("switchyard_edge_calls_total{outcome=\"answered\"}") >= 1.0);
+    assert!(edge.metric("switchyard_edge_calls_total{outcome=\"completed\"}") >= 1.0);
+}
+
+#[test]
+fn a_call_is_hung_up_by_the_callee() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_answer_hangup.xml");
+    app.rcml("/voice", &dial(&bob.addr, 2));
+    let edge = standalone_edge(&app, None);
+    assert_success(&call(&edge, "uac_call_wait_bye.xml"));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+}
+
+#[test]
+fn a_busy_callee_reaches_the_dial_action_which_decides() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_busy.xml");
+    app.rcml("/voice", &dial(&bob.addr, 2));
+    app.rcml("/action", r#"<Response><Reject reason="busy"/></Response>"#);
+    let edge = standalone_edge(&app, None);
+    assert_success(&refused(&edge, 486, true));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+    let action = app
+        .wait_for("/action", Duration::from_secs(2))
+        .expect("the Dial action");
+    assert_eq!(
+        action.params.get("DialCallStatus").map(String::as_str),
+        Some("busy")
+    );
+    assert!(action.params.contains_key("DialCallSid"));
+}
+
+#[test]
+fn no_answer_cancels_the_callee_and_runs_the_next_verb_without_action() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_ring_cancel.xml");
+    // No action: the verb after Dial runs (a Hangup), and the caller hears 480.
+    app.rcml(
+        "/voice",
+        &format!(
+            r#"<Response><Dial timeout="1"><Sip>sip:callee@{}</Sip></Dial><Hangup/></Response>"#,
+            bob.addr
+        ),
+    );
+    let edge = standalone_edge(&app, None);
+    assert_success(&refused(&edge, 480, true));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+    assert!(
+        app.wait_for("/action", Duration::from_millis(200))
+            .is_none()
+    );
+}
+
+#[test]
+fn an_unreachable_callee_is_a_failed_dial() {
+    let app = AppServer::start();
+    let nobody: std::net::SocketAddr = format!("127.0.0.1:{}", switchyard_tests::free_port())
+        .parse()
+        .unwrap_or_else(|_| unreachable!());
+    app.rcml("/voice", &dial(&nobody, 10));
+    app.rcml("/action", "<Response><Hangup/></Response>");
+    let edge = standalone_edge(&app, None);
+    assert_success(&refused(&edge, 480, true));
+    let action = app
+        .wait_for("/action", Duration::from_secs(2))
+        .expect("the Dial action");
+    assert_eq!(
+        action.params.get("DialCallStatus").map(String::as_str),
+        Some("failed")
+    );
+}
+
+#[test]
+fn a_caller_cancel_before_answer_cancels_the_callee() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_ring_cancel.xml");
+    app.rcml("/voice", &dial(&bob.addr, 20));
+    let edge = standalone_edge(&app, None);
+    assert_success(&call(&edge, "uac_cancel.xml"));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+}
+
+#[test]
+fn the_fallback_url_runs_when_the_voice_url_fails() {
+    let app = AppServer::start();
+    app.route("/voice", Reply::Status(500));
+    app.rcml("/fallback", "<Response><Reject/></Response>");
+    let edge = standalone_edge(&app, Some(&app.url("/fallback")));
+    assert_success(&refused(&edge, 603, true));
+    assert!(app.wait_for("/fallback", Duration::from_secs(1)).is_some());
+}
+
+#[test]
+fn malformed_rcml_without_fallback_ends_the_call_cleanly() {
+    let app = AppServer::start();
+    app.rcml(
+        "/voice",
+        "<Response><Dial><Sip>sip:x@127.0.0.1</Sip></Response>",
+    );
+    let edge = standalone_edge(&app, None);
+    assert_success(&refused(&edge, 503, true));
+    assert!(edge.metric("switchyard_edge_calls_total{outcome=\"app_unavailable\"}") >= 1.0);
+    assert!(edge.logs().contains("voiceUrl failed"));
+    // The edge is still well.
+    assert_success(&Sipp::client("options.xml", edge.sip, SippTransport::Udp).run());
+}
+
+#[test]
+fn an_app_server_that_is_down_gets_503_with_a_reason() {
+    let dead = format!("http://127.0.0.1:{}/voice", switchyard_tests::free_port());
+    let dir = manifests(&dead, None);
+    let edge = Edge::start(&["--phone-numbers", dir.to_str().unwrap_or_default()]);
+    assert_success(&refused(&edge, 503, true));
+}
+
+#[test]
+fn an_unknown_number_gets_404() {
+    let app = AppServer::start();
+    let edge = standalone_edge(&app, None);
+    let output = Sipp::client_file(&refused_scenario(404, true), edge.sip)
+        .arg("-s")
+        .arg("+19990000000")
+        .run();
+    assert_success(&output);
+    assert!(
+        app.requests().is_empty(),
+        "no RCML fetched for an unknown number"
+    );
+}
+
+#[test]
+fn with_redis_down_new_calls_get_503_and_recover_without_a_restart() {
+    let mut redis = RedisServer::start();
+    let app = AppServer::start();
+    // Routes come from Redis: program number A the way the operator would.
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let _context = runtime.enter();
+    let table =
+        switchyard_routing::RedisRoutes::open(&redis.url()).unwrap_or_else(|e| panic!("{e}"));
+    let route = switchyard_routing::Route {
+        key: switchyard_routing::RouteKey::Number(NUMBER_A.into()),
+        owner: switchyard_routing::Owner("telephony/number-a".into()),
+        priority: 0,
+        friendly_name: None,
+        voice: switchyard_routing::AppUrl {
+            url: app.url("/voice"),
+            method: switchyard_routing::HttpMethod::Post,
+        },
+        voice_fallback: None,
+        refer: None,
+        status_callback: None,
+    };
+    // The operator retries until Redis takes the write (the first command after a restart
+    // may meet the old, broken connection).
+    let program = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Err(e) = runtime.block_on(switchyard_routing::RouteWriter::replace_all(
+            &table,
+            std::slice::from_ref(&route),
+        )) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cannot program the route: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    program();
+    app.rcml("/voice", "<Response><Reject/></Response>");
+    let edge = Edge::start(&["--redis-url", &redis.url(), "--redis-timeout", "300ms"]);
+    // Wait until the edge's route cache has the number (it follows notifications).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refused(&edge, 603, true).status.code() != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edge never served number A"
+        );
+    }
+
+    redis.kill();
+    let output = Sipp::client_file(&refused_scenario(503, true), edge.sip)
+        .arg("-s")
+        .arg(NUMBER_A)
+        .run();
+    assert_success(&output);
+    assert!(edge.metric("switchyard_edge_calls_total{outcome=\"store_unavailable\"}") >= 1.0);
+
+    redis.restart();
+    program();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while refused(&edge, 603, true).status.code() != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "calls did not work again after Redis came back"
+        );
+    }
+}
