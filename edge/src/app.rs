@@ -18,7 +18,8 @@ use crate::sip::transaction::ServerTransaction;
 use crate::sip::transport::Destination;
 
 /// Methods this build of the edge handles (the `Allow` header).
-pub const ALLOWED_METHODS: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE";
+pub const ALLOWED_METHODS: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, REFER, NOTIFY";
 
 pub struct EdgeApp {
     services: Arc<Services>,

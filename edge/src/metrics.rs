@@ -21,6 +21,9 @@ pub struct Metrics {
     /// RCML fetches that gave no runnable document, by purpose and kind of failure.
     pub rcml_errors: IntCounterVec,
     pub store_errors: IntCounterVec,
+    pub transfers: IntCounterVec,
+    pub transfers_active: IntGauge,
+    pub transfer_duration: prometheus::Histogram,
     pub calls: IntCounterVec,
     /// Calls answered minus calls ended, as seen by this process: the sum over all edge
     /// processes is the number of calls up (a call may start on one and end on another).
@@ -116,6 +119,33 @@ impl Metrics {
                 "Call-store operations that failed (Redis unavailable, timed out or answering errors), by operation",
                 &["op"],
             ),
+            transfers: counter(
+                &registry,
+                "switchyard_edge_transfers_total",
+                "Blind transfers by result (succeeded, failed, rejected) and reason",
+                &["result", "reason"],
+            ),
+            transfers_active: gauge(
+                &registry,
+                "switchyard_edge_transfers_active",
+                "Transfers this process is running",
+            ),
+            transfer_duration: {
+                let histogram = prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "switchyard_edge_transfer_duration_seconds",
+                        "Time from an accepted REFER to the transfer target answering",
+                    )
+                    .buckets(vec![
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+                    ]),
+                )
+                .unwrap_or_else(|e| panic!("metric is well-formed: {e}"));
+                registry
+                    .register(Box::new(histogram.clone()))
+                    .unwrap_or_else(|e| panic!("metric is registered once: {e}"));
+                histogram
+            },
             calls: counter(
                 &registry,
                 "switchyard_edge_calls_total",

@@ -66,6 +66,11 @@ pub fn refused_scenario(code: u16, check_reason: bool) -> PathBuf {
 impl Sipp {
     /// A UAS on a free local port, waiting for one call.
     pub fn server(scenario_file: &str) -> RunningSipp {
+        Self::server_with(scenario_file, &[])
+    }
+
+    /// A UAS with extra sipp arguments (`-set name value`, `-aa`, ...).
+    pub fn server_with(scenario_file: &str, extra: &[&str]) -> RunningSipp {
         let port = free_port();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
         let child = Command::new("sipp")
@@ -74,6 +79,7 @@ impl Sipp {
             .args(["-m", "1", "-t", "u1", "-i", "127.0.0.1"])
             .args(["-p", &port.to_string()])
             .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -81,7 +81,7 @@ impl Ua {
                     .unwrap_or(0);
                 return Some(Answer { code, text });
             }
-            if text.starts_with("BYE ") {
+            if text.starts_with("BYE ") || text.starts_with("NOTIFY ") {
                 let copy: String = text
                     .lines()
                     .filter(|l| {
@@ -149,6 +149,77 @@ impl Ua {
                 return answer;
             }
         }
+    }
+
+    /// Sends an in-dialog request (`to_tag` empty: outside any dialog) with `extra`
+    /// headers, and returns its final response.
+    pub fn request(
+        &mut self,
+        to: SocketAddr,
+        method: &str,
+        number: &str,
+        to_tag: &str,
+        extra: &str,
+    ) -> Option<Answer> {
+        self.cseq += 1;
+        let uri = format!("sip:{number}@{to}");
+        let tag = (!to_tag.is_empty()).then_some(to_tag);
+        let text = format!(
+            "{}{extra}Content-Length: 0\r\n\r\n",
+            self.head(
+                method,
+                &uri,
+                tag,
+                self.cseq,
+                &format!("{}{}", method.to_lowercase(), self.cseq)
+            )
+        );
+        self.send(to, &text);
+        loop {
+            let answer = self.receive(Duration::from_secs(10))?;
+            if answer.code >= 200 {
+                return Some(answer);
+            }
+        }
+    }
+
+    /// Sends the same request to several edges at once (one CSeq each) and returns the
+    /// final status codes in the order of `targets`.
+    pub fn race(
+        &mut self,
+        targets: &[(SocketAddr, u32)],
+        method: &str,
+        number: &str,
+        to_tag: &str,
+        extra: &str,
+    ) -> Vec<u16> {
+        for (to, cseq) in targets {
+            let uri = format!("sip:{number}@{to}");
+            let text = format!(
+                "{}{extra}Content-Length: 0\r\n\r\n",
+                self.head(method, &uri, Some(to_tag), *cseq, &format!("race{cseq}"))
+            );
+            self.send(*to, &text);
+        }
+        self.cseq = targets.iter().map(|(_, c)| *c).max().unwrap_or(self.cseq);
+        let mut codes = vec![0u16; targets.len()];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while codes.contains(&0) && Instant::now() < deadline {
+            let Some(answer) = self.receive(Duration::from_secs(1)) else {
+                continue;
+            };
+            if answer.code < 200 {
+                continue;
+            }
+            let cseq: u32 = answer
+                .header("CSeq")
+                .and_then(|c| c.split_whitespace().next().and_then(|n| n.parse().ok()))
+                .unwrap_or(0);
+            if let Some(i) = targets.iter().position(|(_, c)| *c == cseq) {
+                codes[i] = answer.code;
+            }
+        }
+        codes
     }
 
     /// ACKs a 2xx (a new branch), sent to `to`.

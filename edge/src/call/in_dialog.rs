@@ -20,7 +20,7 @@ use crate::sip::endpoint::send_stateless;
 use crate::sip::message::{SipHeaders, response_to};
 use crate::sip::transaction::{ClientEvent, ClientTransaction, ServerTransaction};
 use crate::sip::transport::Destination;
-use crate::store::{CallStore, Commit, Op};
+use crate::store::{CallStore, Commit, Op, dialog_id};
 
 /// How long a relayed request may take before the requester gets 408.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(34);
@@ -61,12 +61,24 @@ pub async fn update(
 
 /// Sends a request on a leg's dialog with a CSeq allocated in the store, and returns the
 /// client transaction.
-async fn send_on_leg(
+pub(crate) async fn send_on_leg(
     services: &Services,
     sid: &str,
     leg: &Leg,
     method: Method,
     body: Option<(&str, &[u8])>,
+) -> Option<ClientTransaction> {
+    send_on_leg_with(services, sid, leg, method, body, Vec::new()).await
+}
+
+/// [`send_on_leg`] with extra headers (Event, Subscription-State for NOTIFY).
+pub(crate) async fn send_on_leg_with(
+    services: &Services,
+    sid: &str,
+    leg: &Leg,
+    method: Method,
+    body: Option<(&str, &[u8])>,
+    extra: Vec<Header>,
 ) -> Option<ClientTransaction> {
     let dialog = leg.dialog.as_ref()?;
     let cseq = services
@@ -75,6 +87,7 @@ async fn send_on_leg(
         .await
         .ok()?;
     let mut request = dialog.request(method, cseq, &services.identity(leg.peer.protocol));
+    request.headers.extend(extra);
     if let Some((content_type, bytes)) = body {
         request
             .headers
@@ -85,7 +98,7 @@ async fn send_on_leg(
 }
 
 /// Lets a transaction run to its end without anyone waiting on it.
-fn detach(mut tx: ClientTransaction) {
+pub(crate) fn detach(mut tx: ClientTransaction) {
     tokio::spawn(async move { while tx.event().await.is_some() {} });
 }
 
@@ -95,7 +108,12 @@ pub async fn request(services: Arc<Services>, tx: ServerTransaction) {
     let span = info_span!("call", call_id = %sip_call_id, method = %tx.request.method);
     async move {
         let request = &tx.request;
-        let sid = match services.store.find_dialog(&sip_call_id).await {
+        let our_tag = request.tag_to().ok().flatten().unwrap_or_default();
+        let sid = match services
+            .store
+            .find_dialog(&dialog_id(&sip_call_id, &our_tag))
+            .await
+        {
             Ok(Some(sid)) => sid,
             Ok(None) => return tx.respond(refusal(request, 481, "no such call", None)),
             Err(error) => {
@@ -130,6 +148,10 @@ pub async fn request(services: Arc<Services>, tx: ServerTransaction) {
         tracing::Span::current().record("sid", sid.as_str());
         match request.method {
             Method::Bye => bye(&services, tx, &record, &leg, other.as_ref()).await,
+            Method::Refer => {
+                crate::call::transfer::refer(services.clone(), tx, record.clone(), leg.name.clone())
+                    .await
+            }
             Method::Options => {
                 let response = crate::app::options_response(request);
                 tx.respond(response);
@@ -155,7 +177,9 @@ pub async fn request(services: Arc<Services>, tx: ServerTransaction) {
     .await
 }
 
-/// BYE from one leg: answer it, BYE the other, end the call.
+/// BYE from one leg: answer it, BYE the other, end the call. During a transfer, a BYE
+/// from the transferor only ends its leg: the transferee stays while the refer
+/// application runs (most desk phones hang up right after 202).
 async fn bye(
     services: &Services,
     tx: ServerTransaction,
@@ -164,6 +188,20 @@ async fn bye(
     other: Option<&Leg>,
 ) {
     tx.respond(response_to(&tx.request, 200, None));
+    if let Some(transfer) = &record.transfer
+        && transfer.transferor == leg.name
+    {
+        info!(leg = %leg.name, "transferor hung up; the transfer goes on");
+        let (name, index) = (leg.name.clone(), leg.index.clone());
+        let ops = [Op::ForgetDialog { sip_call_id: index }];
+        update(services, &record.sid, LIVE_TTL, &ops, move |r| {
+            if let Some(l) = r.leg_mut(&name) {
+                l.dialog = None;
+            }
+        })
+        .await;
+        return;
+    }
     info!(from_leg = %leg.name, "BYE: ending the call");
     if let Some(other) = other
         && let Some(bye) = send_on_leg(services, &record.sid, other, Method::Bye, None).await
@@ -177,13 +215,13 @@ async fn bye(
 async fn end(services: &Services, record: &CallRecord) {
     let mut ops = vec![
         Op::ForgetDialog {
-            sip_call_id: record.inbound.sip_call_id.clone(),
+            sip_call_id: record.inbound.index.clone(),
         },
         Op::CancelTimer,
     ];
     if let Some(out) = &record.outbound {
         ops.push(Op::ForgetDialog {
-            sip_call_id: out.sip_call_id.clone(),
+            sip_call_id: out.index.clone(),
         });
     }
     let Some(ended) = update(services, &record.sid, ENDED_TTL, &ops, |r| {
@@ -360,7 +398,12 @@ pub async fn stray_2xx(services: Arc<Services>, response: Response, source: Dest
     let Ok(call_id) = response.call_id() else {
         return;
     };
-    let Ok(Some(sid)) = services.store.find_dialog(&call_id).await else {
+    let our_tag = response.tag_from().ok().flatten().unwrap_or_default();
+    let Ok(Some(sid)) = services
+        .store
+        .find_dialog(&dialog_id(&call_id, &our_tag))
+        .await
+    else {
         return;
     };
     let Some((_, record)) = load(&services, &sid).await else {

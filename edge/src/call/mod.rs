@@ -5,7 +5,8 @@
 //! - [`in_dialog`]: requests inside an answered call (BYE, re-INVITE, ...), handled by
 //!   whichever edge process receives them;
 //! - [`targets`]: turning Dial nouns into a Request-URI and a next hop;
-//! - [`timers`]: timers that fire even if the process that set them died.
+//! - [`timers`]: timers that fire even if the process that set them died;
+//! - [`transfer`]: blind transfer (REFER) of an answered call.
 //!
 //! The process that receives a call's INVITE drives its set-up (the INVITE transactions
 //! live there); every state change is committed to the store, so once the call is up any
@@ -16,6 +17,7 @@ pub mod record;
 pub mod setup;
 pub mod targets;
 pub mod timers;
+pub mod transfer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -47,6 +47,8 @@ pub struct Leg {
     /// `a` for the caller's leg, `b1`, `b2`, ... for legs the edge dialled.
     pub name: String,
     pub sip_call_id: String,
+    /// This leg's entry in the dialog index (`store::dialog_id`: Call-ID and our tag).
+    pub index: String,
     pub peer: Peer,
     /// The confirmed dialog, once the leg is answered.
     pub dialog: Option<Dialog>,
@@ -76,6 +78,25 @@ pub struct DialRecord {
     pub hangup_at_ms: Option<u64>,
 }
 
+/// A blind transfer in progress (a REFER was accepted).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TransferRecord {
+    /// The leg that sent REFER.
+    pub transferor: String,
+    /// The leg that stays and is connected to the target.
+    pub transferee: String,
+    /// The Refer-To URI.
+    pub refer_to: String,
+    /// Whether the transferor wants NOTIFYs (RFC 4488 `Refer-Sub: false` says no).
+    pub notify: bool,
+    pub started_ms: u64,
+    /// The edge process running the transfer.
+    pub owner: String,
+    /// The leg being dialled, while it is (its INVITE lets another process cancel it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Leg>,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CallRecord {
     pub sid: String,
@@ -94,6 +115,8 @@ pub struct CallRecord {
     pub created_ms: u64,
     /// The edge process driving the call's set-up.
     pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferRecord>,
 }
 
 impl CallRecord {
@@ -106,6 +129,12 @@ impl CallRecord {
             Some(out) if out.sip_call_id == sip_call_id => Some((out, Some(&self.inbound))),
             _ => None,
         }
+    }
+
+    pub fn leg(&self, name: &str) -> Option<&Leg> {
+        std::iter::once(&self.inbound)
+            .chain(self.outbound.as_ref())
+            .find(|l| l.name == name)
     }
 
     pub fn leg_mut(&mut self, name: &str) -> Option<&mut Leg> {

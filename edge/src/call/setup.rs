@@ -29,7 +29,7 @@ use crate::sip::transaction::{
     ClientEvent, ClientTransaction, ServerEvent, ServerTransaction, new_branch,
 };
 use crate::store::{
-    CallStore, Commit, Op, StoreError, edge_call_id, new_call_sid, tag_for_sip_call_id,
+    CallStore, Commit, Op, StoreError, dialog_id, edge_call_id, new_call_sid, tag_for_sip_call_id,
 };
 
 /// How long the caller may wait for its final response after a CANCEL to the callee.
@@ -86,14 +86,30 @@ pub async fn new_call(services: Arc<Services>, tx: ServerTransaction) {
         setup.run().await;
         if setup.record.state == CallState::Answered {
             // The caller's ACK confirms its dialog; without it the call cannot go on.
-            if let Some(ServerEvent::AckTimeout) = setup.tx.event().await {
-                warn!("no ACK from the caller: ending the call");
-                crate::call::in_dialog::hang_up(
-                    &services,
-                    &setup.record.sid,
-                    "no ACK from the caller",
-                )
-                .await;
+            match setup.tx.event().await {
+                Some(ServerEvent::AckTimeout) => {
+                    warn!("no ACK from the caller: ending the call");
+                    crate::call::in_dialog::hang_up(
+                        &services,
+                        &setup.record.sid,
+                        "no ACK from the caller",
+                    )
+                    .await;
+                }
+                Some(ServerEvent::Acked(caller_ack)) => {
+                    if let Some((mut ack, destination, cell)) = setup.deferred_ack.take() {
+                        if !caller_ack.body.is_empty() {
+                            let content_type = caller_ack
+                                .header_value("Content-Type")
+                                .unwrap_or_else(|| "application/sdp".into());
+                            ack.headers.push(Header::ContentType(content_type.into()));
+                            ack.body = caller_ack.body.clone();
+                        }
+                        send_stateless(&services.sip.wire, &destination, ack.clone());
+                        *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(ack);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -118,7 +134,12 @@ struct Setup {
     record: CallRecord,
     version: u64,
     legs_dialled: u32,
+    /// The callee's ACK waiting for the caller's answer (delayed offer), with where it
+    /// goes and the cell the retransmission task reads.
+    deferred_ack: Option<(Request, crate::sip::transport::Destination, AckCell)>,
 }
+
+type AckCell = Arc<std::sync::Mutex<Option<Request>>>;
 
 impl Setup {
     async fn create(
@@ -130,6 +151,7 @@ impl Setup {
         let request = &tx.request;
         let sip_call_id = request.call_id().unwrap_or_default();
         let tag = tag_for_sip_call_id(&sip_call_id);
+        let local_tag = random_token(10);
         let sid = new_call_sid(&tag);
         let from = request.header_value("From").unwrap_or_default();
         let caller = crate::sip::dialog::uri_of(&from);
@@ -149,6 +171,7 @@ impl Setup {
             inbound: Leg {
                 name: "a".into(),
                 sip_call_id: sip_call_id.clone(),
+                index: dialog_id(&sip_call_id, &local_tag),
                 peer: Peer {
                     protocol: tx.source.protocol,
                     addr: tx.source.addr,
@@ -165,8 +188,11 @@ impl Setup {
             dial: None,
             created_ms: now_ms(),
             owner: s.pod.clone(),
+            transfer: None,
         };
-        let ops = [Op::IndexDialog { sip_call_id }];
+        let ops = [Op::IndexDialog {
+            sip_call_id: record.inbound.index.clone(),
+        }];
         if let Err(error) = s
             .store
             .create(&sid, &record.to_json(), LIVE_TTL, &ops)
@@ -178,10 +204,11 @@ impl Setup {
         Ok(Setup {
             s,
             tx,
-            local_tag: random_token(10),
+            local_tag,
             record,
             version: 1,
             legs_dialled: 0,
+            deferred_ack: None,
         })
     }
 
@@ -541,7 +568,13 @@ impl Setup {
             .next()
             .unwrap_or("switchyard")
             .to_owned();
-        let call_id = edge_call_id(&tag, &leg, &host);
+        // Unique per call, not only per tag: a call placed by this edge to itself (a
+        // <Number> through the edge) shares the tag of the call that placed it.
+        let call_id = edge_call_id(
+            &tag,
+            &format!("{leg}.{}", random_token(6).to_lowercase()),
+            &host,
+        );
         let from_tag = random_token(10);
         let Some(invite) = self.outbound_invite(&uri, &peer, dial, &call_id, &from_tag) else {
             info!(%uri, "Dial target is not a valid SIP URI");
@@ -552,6 +585,7 @@ impl Setup {
         self.record.outbound = Some(Leg {
             name: leg.clone(),
             sip_call_id: call_id.clone(),
+            index: dialog_id(&call_id, &from_tag),
             peer,
             dialog: None,
             party: uri.clone(),
@@ -571,7 +605,7 @@ impl Setup {
         });
         let ops = [
             Op::IndexDialog {
-                sip_call_id: call_id.clone(),
+                sip_call_id: dialog_id(&call_id, &from_tag),
             },
             Op::ScheduleTimer {
                 due_ms: deadline_ms,
@@ -647,7 +681,7 @@ impl Setup {
         }
         let ops = [
             Op::ForgetDialog {
-                sip_call_id: call_id,
+                sip_call_id: dialog_id(&call_id, &from_tag),
             },
             Op::CancelTimer,
         ];
@@ -726,15 +760,28 @@ impl Setup {
             return DialResult::NotConnected(DialStatus::Failed);
         };
         let ack = callee_dialog.request(Method::Ack, 1, &me);
-        send_stateless(&self.s.sip.wire, &peer.destination(), ack.clone());
+        // With an offer in the caller's INVITE the callee's 200 holds the answer and is
+        // ACKed now. Without one (delayed offer, e.g. third-party call control), the 200
+        // holds the callee's offer: its ACK must carry the caller's answer, so it waits
+        // for the caller's ACK.
+        let ack_cell: AckCell = Arc::new(std::sync::Mutex::new(None));
+        if self.tx.request.body.is_empty() {
+            self.deferred_ack = Some((ack, peer.destination(), ack_cell.clone()));
+        } else {
+            send_stateless(&self.s.sip.wire, &peer.destination(), ack.clone());
+            *ack_cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(ack);
+        }
         // The callee retransmits its 200 until our ACK arrives; repeat the ACK each time.
         {
             let wire = self.s.sip.wire.clone();
             let destination = peer.destination();
             tokio::spawn(async move {
                 while let Some(event) = client.event().await {
-                    if matches!(event, ClientEvent::Final(ref r) if r.status_code.code() < 300) {
-                        send_stateless(&wire, &destination, ack.clone());
+                    let ack = ack_cell.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let (ClientEvent::Final(r), Some(ack)) = (&event, ack)
+                        && r.status_code.code() < 300
+                    {
+                        send_stateless(&wire, &destination, ack);
                     }
                 }
             });
@@ -801,7 +848,7 @@ impl Setup {
         self.record.state = CallState::Ended;
         let ops = [
             Op::ForgetDialog {
-                sip_call_id: self.record.inbound.sip_call_id.clone(),
+                sip_call_id: self.record.inbound.index.clone(),
             },
             Op::CancelTimer,
         ];

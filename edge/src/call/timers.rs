@@ -64,6 +64,14 @@ async fn fire(services: Arc<Services>, sid: String) {
             return; // the owner is alive (holds the lease), or another process handles it
         }
         match record.state {
+            CallState::Answered
+                if record
+                    .transfer
+                    .as_ref()
+                    .is_some_and(|t| t.owner != services.pod) =>
+            {
+                abandon_transfer(&services, &sid).await;
+            }
             CallState::Answered => {
                 let limit = record.dial.as_ref().and_then(|d| d.hangup_at_ms);
                 match limit {
@@ -142,13 +150,13 @@ async fn adopt(services: &Services, sid: &str) {
     }
     let mut ops = vec![
         Op::ForgetDialog {
-            sip_call_id: record.inbound.sip_call_id.clone(),
+            sip_call_id: record.inbound.index.clone(),
         },
         Op::CancelTimer,
     ];
     if let Some(out) = &record.outbound {
         ops.push(Op::ForgetDialog {
-            sip_call_id: out.sip_call_id.clone(),
+            sip_call_id: out.index.clone(),
         });
     }
     if update(services, sid, ENDED_TTL, &ops, |r| {
@@ -162,4 +170,37 @@ async fn adopt(services: &Services, sid: &str) {
             .with_label_values(&["adopted_and_abandoned"])
             .inc();
     }
+}
+
+/// The process running a transfer died (its lease ran out): cancel the target it was
+/// dialling and end the call cleanly rather than leave it half-bridged.
+async fn abandon_transfer(services: &Services, sid: &str) {
+    let Some((_, record)) = load(services, sid).await else {
+        return;
+    };
+    warn!("adopting a call whose transfer owner stopped: ending it cleanly");
+    if let Some(target) = record.transfer.as_ref().and_then(|t| t.target.as_ref())
+        && let Some(Ok(SipMessage::Request(invite))) =
+            target.invite.as_deref().map(|t| parse(t.as_bytes()))
+    {
+        send_stateless(
+            &services.sip.wire,
+            &target.peer.destination(),
+            cancel_for(&invite),
+        );
+    }
+    let _ = update(services, sid, crate::call::record::LIVE_TTL, &[], |r| {
+        r.transfer = None
+    })
+    .await;
+    hang_up(
+        services,
+        sid,
+        "the edge running this call's transfer stopped",
+    )
+    .await;
+    METRICS
+        .transfers
+        .with_label_values(&["failed", "owner_lost"])
+        .inc();
 }

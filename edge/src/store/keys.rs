@@ -43,6 +43,8 @@ pub fn edge_call_id(tag: &str, leg: &str, host: &str) -> String {
 /// The hash tag a Call-ID belongs to: the embedded tag of an edge-generated Call-ID,
 /// otherwise a stable hash of the whole Call-ID.
 pub fn tag_for_sip_call_id(sip_call_id: &str) -> String {
+    // A dialog id (`dialog_id`) hashes by its Call-ID part.
+    let sip_call_id = sip_call_id.split(' ').next().unwrap_or(sip_call_id);
     if let Some(rest) = sip_call_id.strip_prefix("sy")
         && let Some(tag) = rest.get(..TAG_LEN)
         && rest.as_bytes().get(TAG_LEN) == Some(&b'-')
@@ -103,6 +105,14 @@ impl CallKeys {
 }
 
 /// `sy:v1:dlg:{<tag>}:<sip-call-id>`: which call a dialog belongs to.
+/// What the dialog index is keyed by: the SIP Call-ID and this edge's tag in the dialog,
+/// joined by a space (which no Call-ID contains). The Call-ID alone is not enough: when
+/// the edge calls itself (a `<Number>` routed back through the edge), one SIP dialog has
+/// both of its ends in two different calls, told apart by their local tags.
+pub fn dialog_id(sip_call_id: &str, local_tag: &str) -> String {
+    format!("{sip_call_id} {local_tag}")
+}
+
 pub fn dialog_key(sip_call_id: &str) -> String {
     format!(
         "sy:v1:dlg:{{{}}}:{sip_call_id}",

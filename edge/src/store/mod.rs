@@ -36,7 +36,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use keys::{
-    CallKeys, SID_LEN, TAG_LEN, TIMERS_KEY, dialog_key, edge_call_id, new_call_sid,
+    CallKeys, SID_LEN, TAG_LEN, TIMERS_KEY, dialog_id, dialog_key, edge_call_id, new_call_sid,
     tag_for_sip_call_id, tag_of_sid,
 };
 pub use memory::MemoryCallStore;

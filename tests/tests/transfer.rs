@@ -1,0 +1,433 @@
+//! Blind transfer end to end (the seed scenario): Alice calls number A, its application
+//! dials Bob, Bob presses Blind Transfer to number B, the refer application dials it,
+//! and Alice ends up talking to Carol. sipp plays Alice, Bob and Carol.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use switchyard_tests::app_server::AppServer;
+use switchyard_tests::sipp::{Sipp, SippTransport, assert_success};
+use switchyard_tests::ua::Ua;
+use switchyard_tests::{Edge, RedisServer};
+
+const NUMBER_A: &str = "+15551230001";
+const NUMBER_B: &str = "+15551230002";
+
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-transfer-{}-{}",
+        std::process::id(),
+        switchyard_tests::free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("a test file");
+}
+
+fn number(dir: &Path, name: &str, number: &str, voice: &str, refer: Option<&str>) {
+    let refer = refer
+        .map(|r| format!("  referUrl: {r}\n"))
+        .unwrap_or_default();
+    write(
+        dir,
+        &format!("{name}.yaml"),
+        &format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: PhoneNumber\nmetadata: {{name: {name}, namespace: telephony}}\nspec:\n  phoneNumber: \"{number}\"\n  voiceUrl: {voice}\n{refer}"
+        ),
+    );
+}
+
+/// The seed's configuration as static documents: number A dials Bob and has the refer
+/// application `<Dial><Number>$core_ReferTarget</Number></Dial>` (with a fallback that
+/// dials `fallback`); number B dials Carol. Numbers go through the edge itself.
+fn seed(bob: &str, carol: &str, fallback: &str) -> PathBuf {
+    let dir = scratch_dir();
+    number(
+        &dir,
+        "number-a",
+        NUMBER_A,
+        "file:dial-bob.xml",
+        Some("file:refer.xml"),
+    );
+    number(&dir, "number-b", NUMBER_B, "file:dial-carol.xml", None);
+    write(
+        &dir,
+        "dial-bob.xml",
+        &format!("<Response><Dial><Sip>sip:callee@{bob}</Sip></Dial></Response>"),
+    );
+    write(
+        &dir,
+        "dial-carol.xml",
+        &format!("<Response><Dial timeout=\"5\"><Sip>sip:carol@{carol}</Sip></Dial></Response>"),
+    );
+    write(
+        &dir,
+        "refer.xml",
+        "<Response><Dial timeout=\"5\" action=\"refer-fallback.xml\"><Number>$core_ReferTarget</Number></Dial></Response>",
+    );
+    write(
+        &dir,
+        "refer-fallback.xml",
+        &format!("<Response><Dial><Sip>sip:$core_Transferor@{fallback}</Sip></Dial></Response>"),
+    );
+    dir
+}
+
+fn edge_on(dir: &Path) -> Edge {
+    Edge::start(&[
+        "--phone-numbers",
+        dir.to_str().unwrap_or_default(),
+        "--timer-t1",
+        "100ms",
+    ])
+}
+
+fn alice(edge: &Edge, scenario: &str) -> std::process::Output {
+    Sipp::client(scenario, edge.sip, SippTransport::Udp)
+        .arg("-s")
+        .arg(NUMBER_A)
+        .run()
+}
+
+#[test]
+fn the_seed_scenario_alice_ends_up_talking_to_carol() {
+    let carol = Sipp::server("uas_target.xml");
+    let bob = Sipp::server_with("uas_transferor.xml", &["-set", "target", NUMBER_B]);
+    let dir = seed(
+        &bob.addr.to_string(),
+        &carol.addr.to_string(),
+        "127.0.0.1:9",
+    );
+    let edge = edge_on(&dir);
+
+    // Alice: connected to Bob, then re-INVITEd with Carol's offer, answers, hangs up.
+    assert_success(&alice(&edge, "uac_transferee.xml"));
+    // Bob: 202, NOTIFY 100, 180, 200 (terminated), then BYE from the edge.
+    assert_success(&bob.finish(Duration::from_secs(15)));
+    // Carol: invited without SDP, got Alice's answer in the ACK, then Alice's BYE.
+    assert_success(&carol.finish(Duration::from_secs(15)));
+    assert!(
+        edge.metric("switchyard_edge_transfers_total{reason=\"connected\",result=\"succeeded\"}")
+            >= 1.0
+    );
+    assert!(edge.metric("switchyard_edge_transfer_duration_seconds_count") >= 1.0);
+    assert_eq!(edge.metric("switchyard_edge_transfers_active"), 0.0);
+    assert!(edge.logs().contains("transfer ended"));
+}
+
+#[test]
+fn alice_stays_up_when_the_transferor_hangs_up_right_after_202() {
+    let carol = Sipp::server("uas_target.xml");
+    let bob = Sipp::server_with(
+        "uas_transferor_hangs_up.xml",
+        &["-set", "target", NUMBER_B, "-aa"],
+    );
+    let dir = seed(
+        &bob.addr.to_string(),
+        &carol.addr.to_string(),
+        "127.0.0.1:9",
+    );
+    let edge = edge_on(&dir);
+    assert_success(&alice(&edge, "uac_transferee.xml"));
+    assert_success(&bob.finish(Duration::from_secs(15)));
+    assert_success(&carol.finish(Duration::from_secs(15)));
+}
+
+#[test]
+fn a_busy_target_runs_the_fallback_which_reconnects_the_transferor() {
+    let carol = Sipp::server("uas_busy_target.xml");
+    // Bob hangs up after 202 (as desk phones do); the fallback dials "him" again at his
+    // second address, which answers like a transfer target.
+    let bob_again = Sipp::server("uas_target.xml");
+    let bob = Sipp::server_with(
+        "uas_transferor_hangs_up.xml",
+        &["-set", "target", NUMBER_B, "-aa"],
+    );
+    let dir = seed(
+        &bob.addr.to_string(),
+        &carol.addr.to_string(),
+        &bob_again.addr.to_string(),
+    );
+    let edge = edge_on(&dir);
+
+    assert_success(&alice(&edge, "uac_transferee.xml"));
+    assert_success(&carol.finish(Duration::from_secs(15)));
+    assert_success(&bob.finish(Duration::from_secs(15)));
+    let again = bob_again.finish(Duration::from_secs(15));
+    assert_success(&again);
+    assert!(
+        edge.metric(
+            "switchyard_edge_transfers_total{reason=\"reconnected_by_action\",result=\"failed\"}"
+        ) >= 1.0
+    );
+}
+
+/// An HTTP refer application, to see the parameters the edge sends.
+#[test]
+fn the_refer_application_gets_restcomms_parameters() {
+    let app = AppServer::start();
+    let carol = Sipp::server("uas_target.xml");
+    let bob = Sipp::server_with("uas_transferor.xml", &["-set", "target", "carol"]);
+    app.rcml(
+        "/voice",
+        &format!(
+            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
+            bob.addr
+        ),
+    );
+    app.rcml(
+        "/refer",
+        &format!(
+            "<Response><Dial><Sip>sip:carol@{}</Sip></Dial></Response>",
+            carol.addr
+        ),
+    );
+    let dir = scratch_dir();
+    number(
+        &dir,
+        "number-a",
+        NUMBER_A,
+        &app.url("/voice"),
+        Some(&app.url("/refer")),
+    );
+    let edge = edge_on(&dir);
+
+    assert_success(&alice(&edge, "uac_transferee.xml"));
+    assert_success(&bob.finish(Duration::from_secs(15)));
+    assert_success(&carol.finish(Duration::from_secs(15)));
+    let refer = app
+        .wait_for("/refer", Duration::from_secs(1))
+        .expect("the referUrl was fetched");
+    for (name, expected) in [
+        ("Transferor", "callee"),
+        ("Transferee", "alice"),
+        ("ReferTarget", "carol"),
+        ("To", NUMBER_A),
+        ("From", "alice"),
+        ("CallStatus", "in-progress"),
+    ] {
+        assert_eq!(
+            refer.params.get(name).map(String::as_str),
+            Some(expected),
+            "{name}: {:?}",
+            refer.params
+        );
+    }
+    assert!(
+        refer
+            .params
+            .get("ReferTransferTarget")
+            .is_some_and(|t| t.starts_with("sip:carol@"))
+    );
+    assert!(
+        refer
+            .params
+            .get("ReferredBy")
+            .is_some_and(|t| t.starts_with("sip:callee@"))
+    );
+    assert!(
+        refer
+            .params
+            .get("CallSid")
+            .is_some_and(|s| s.starts_with("CA"))
+    );
+}
+
+/// Alice (a raw UA) in a call with Bob (sipp), sending REFERs herself.
+struct Call {
+    alice: Ua,
+    edge_addr: std::net::SocketAddr,
+    tag: String,
+}
+
+impl Call {
+    fn refer(&mut self, to: std::net::SocketAddr, extra: &str) -> u16 {
+        self.alice
+            .request(to, "REFER", NUMBER_A, &self.tag, extra)
+            .map(|a| a.code)
+            .unwrap_or(0)
+    }
+}
+
+fn answered_call(edge: &Edge) -> Call {
+    let mut alice = Ua::new("alice");
+    let answer = alice.invite(edge.sip, NUMBER_A);
+    assert_eq!(answer.code, 200, "{}", answer.text);
+    let tag = answer.to_tag().expect("a To tag");
+    alice.ack(edge.sip, NUMBER_A, &tag);
+    Call {
+        alice,
+        edge_addr: edge.sip,
+        tag,
+    }
+}
+
+#[test]
+fn refusals_answer_with_a_status_and_a_reason_and_change_nothing() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_answer.xml");
+    app.rcml(
+        "/voice",
+        &format!(
+            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
+            bob.addr
+        ),
+    );
+    app.rcml("/refer", "<Response><Hangup/></Response>");
+    let dir = scratch_dir();
+    number(
+        &dir,
+        "number-a",
+        NUMBER_A,
+        &app.url("/voice"),
+        Some(&app.url("/refer")),
+    );
+    let edge = edge_on(&dir);
+    let mut call = answered_call(&edge);
+    let at = call.edge_addr;
+
+    assert_eq!(call.refer(at, ""), 400, "missing Refer-To");
+    assert_eq!(
+        call.refer(at, "Refer-To: <nonsense>\r\n"),
+        400,
+        "unparseable Refer-To"
+    );
+    assert_eq!(
+        call.refer(at, "Refer-To: <http://evil.example/>\r\n"),
+        403,
+        "scheme"
+    );
+    assert_eq!(
+        call.refer(
+            at,
+            "Refer-To: <sip:carol@h?Replaces=x%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n"
+        ),
+        501,
+        "Replaces"
+    );
+    let answer = call
+        .alice
+        .request(
+            at,
+            "REFER",
+            NUMBER_A,
+            &call.tag,
+            "Refer-To: <http://evil.example/>\r\n",
+        )
+        .expect("an answer");
+    assert!(
+        answer.text.contains("Reason: SIP;cause=403;text="),
+        "{}",
+        answer.text
+    );
+    assert!(
+        app.wait_for("/refer", Duration::from_millis(300)).is_none(),
+        "no refused REFER reaches the app"
+    );
+    assert!(
+        edge.metric(
+            "switchyard_edge_transfers_total{reason=\"scheme_not_allowed\",result=\"rejected\"}"
+        ) >= 1.0
+    );
+
+    // Outside a dialog: 481.
+    let mut stranger = Ua::new("mallory");
+    let answer = stranger
+        .request(at, "REFER", NUMBER_A, "", "Refer-To: <sip:carol@h>\r\n")
+        .expect("an answer");
+    assert_eq!(answer.code, 481, "{}", answer.text);
+
+    // The call is unchanged: Alice can still hang up normally, and Bob gets the BYE.
+    assert_eq!(call.alice.bye(at, NUMBER_A, &call.tag), Some(200));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+}
+
+#[test]
+fn a_number_without_refer_url_refuses_transfers_with_403() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_answer.xml");
+    app.rcml(
+        "/voice",
+        &format!(
+            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
+            bob.addr
+        ),
+    );
+    let dir = scratch_dir();
+    number(&dir, "number-a", NUMBER_A, &app.url("/voice"), None);
+    let edge = edge_on(&dir);
+    let mut call = answered_call(&edge);
+    assert_eq!(
+        call.refer(call.edge_addr, "Refer-To: <sip:carol@h>\r\n"),
+        403
+    );
+    assert_eq!(
+        call.alice.bye(call.edge_addr, NUMBER_A, &call.tag),
+        Some(200)
+    );
+    assert_success(&bob.finish(Duration::from_secs(10)));
+}
+
+#[test]
+fn two_refers_racing_through_two_edges_exactly_one_wins() {
+    let redis = RedisServer::start();
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_answer.xml");
+    app.rcml(
+        "/voice",
+        &format!(
+            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
+            bob.addr
+        ),
+    );
+    // The winning transfer's application ends the call: Bob gets BYE.
+    app.rcml(
+        "/refer",
+        "<Response><Pause length=\"1\"/><Hangup/></Response>",
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let _context = runtime.enter();
+    let table =
+        switchyard_routing::RedisRoutes::open(&redis.url()).unwrap_or_else(|e| panic!("{e}"));
+    let route = switchyard_routing::Route {
+        key: switchyard_routing::RouteKey::Number(NUMBER_A.into()),
+        owner: switchyard_routing::Owner("telephony/number-a".into()),
+        priority: 0,
+        friendly_name: None,
+        voice: switchyard_routing::AppUrl {
+            url: app.url("/voice"),
+            method: switchyard_routing::HttpMethod::Post,
+        },
+        voice_fallback: None,
+        refer: Some(switchyard_routing::AppUrl {
+            url: app.url("/refer"),
+            method: switchyard_routing::HttpMethod::Post,
+        }),
+        status_callback: None,
+    };
+    runtime
+        .block_on(switchyard_routing::RouteWriter::replace_all(
+            &table,
+            &[route],
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    let one = Edge::start(&["--redis-url", &url]);
+    let two = Edge::start(&["--redis-url", &url]);
+
+    let mut call = answered_call(&one);
+    let codes = call.alice.race(
+        &[(one.sip, 10), (two.sip, 11)],
+        "REFER",
+        NUMBER_A,
+        &call.tag,
+        "Refer-To: <sip:carol@127.0.0.1>\r\n",
+    );
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![202, 491], "{codes:?}");
+    assert_success(&bob.finish(Duration::from_secs(15)));
+}
