@@ -12,6 +12,22 @@ pub struct Ua {
     from_tag: String,
     user: String,
     cseq: u32,
+    /// Methods of the requests the edge sent to this UA, in order.
+    seen: std::sync::Mutex<Vec<String>>,
+    /// New INVITEs waiting for `accept`, with where they came from.
+    pending: std::sync::Mutex<Vec<(String, SocketAddr)>>,
+}
+
+/// The UAS side of a call this UA answered.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub call_id: String,
+    /// Our To header value, tag included: the From of our requests in the dialog.
+    pub local: String,
+    /// The caller's From header value: the To of our requests.
+    pub remote: String,
+    /// Where the INVITE came from (the edge).
+    pub edge: SocketAddr,
 }
 
 /// A response as text, with its status code.
@@ -49,7 +65,13 @@ impl Ua {
             from_tag: format!("ua{}", local.port()),
             user: user.to_owned(),
             cseq: 0,
+            seen: std::sync::Mutex::new(Vec::new()),
+            pending: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     fn send(&self, to: SocketAddr, text: &str) {
@@ -81,20 +103,54 @@ impl Ua {
                     .unwrap_or(0);
                 return Some(Answer { code, text });
             }
+            if let Some(method) = text
+                .split_whitespace()
+                .next()
+                .filter(|m| !m.starts_with("SIP/"))
+            {
+                self.seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(method.to_owned());
+            }
+            let copy: String = text
+                .lines()
+                .filter(|l| {
+                    ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                        .iter()
+                        .any(|h| l.starts_with(h))
+                })
+                .map(|l| format!("{l}\r\n"))
+                .collect();
             if text.starts_with("BYE ") || text.starts_with("NOTIFY ") {
-                let copy: String = text
-                    .lines()
-                    .filter(|l| {
-                        ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
-                            .iter()
-                            .any(|h| l.starts_with(h))
-                    })
-                    .map(|l| format!("{l}\r\n"))
-                    .collect();
                 self.send(
                     from,
                     &format!("SIP/2.0 200 OK\r\n{copy}Content-Length: 0\r\n\r\n"),
                 );
+            } else if text.starts_with("INVITE ") {
+                let has_to_tag = text
+                    .lines()
+                    .find(|l| l.starts_with("To:"))
+                    .is_some_and(|l| l.contains("tag="));
+                if has_to_tag {
+                    // A re-INVITE (a transfer bridging us to a new party): answer it where
+                    // it came from, as RFC 3261 §18.2.2 sends responses, with our SDP.
+                    let sdp = self.sdp("transferee");
+                    self.send(
+                        from,
+                        &format!(
+                            "SIP/2.0 200 OK\r\n{copy}Contact: <sip:{}@{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                            self.user,
+                            self.local,
+                            sdp.len()
+                        ),
+                    );
+                } else {
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((text, from));
+                }
             }
         }
         None
@@ -149,6 +205,108 @@ impl Ua {
                 return answer;
             }
         }
+    }
+
+    fn sdp(&self, origin: &str) -> String {
+        format!(
+            "v=0\r\no={origin} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
+        )
+    }
+
+    /// Waits for a new INVITE and answers it 200 with an SDP answer (origin `callee`).
+    pub fn accept(&self, timeout: Duration) -> Option<Answered> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let next = {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                (!pending.is_empty()).then(|| pending.remove(0))
+            };
+            if let Some((invite, from)) = next {
+                let header = |name: &str| {
+                    invite.lines().find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.trim()
+                            .eq_ignore_ascii_case(name)
+                            .then(|| v.trim().to_owned())
+                    })
+                };
+                let local = format!("{};tag={}", header("To")?, self.from_tag);
+                let copy: String = invite
+                    .lines()
+                    .filter(|l| {
+                        ["Via:", "From:", "Call-ID:", "CSeq:"]
+                            .iter()
+                            .any(|h| l.starts_with(h))
+                    })
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                let sdp = self.sdp("callee");
+                self.send(
+                    from,
+                    &format!(
+                        "SIP/2.0 200 OK\r\n{copy}To: {local}\r\nContact: <sip:{}@{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                        self.user,
+                        self.local,
+                        sdp.len()
+                    ),
+                );
+                return Some(Answered {
+                    call_id: header("Call-ID")?,
+                    local,
+                    remote: header("From")?,
+                    edge: from,
+                });
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let _ = self.receive(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a request inside a call this UA answered, to `to` (any edge), and returns
+    /// its final response.
+    pub fn request_in(
+        &mut self,
+        call: &Answered,
+        to: SocketAddr,
+        method: &str,
+        extra: &str,
+    ) -> Option<Answer> {
+        self.cseq += 1;
+        let text = format!(
+            "{method} sip:switchyard@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKin{cseq};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {remote}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n{extra}Content-Length: 0\r\n\r\n",
+            local = self.local,
+            cseq = self.cseq,
+            from = call.local,
+            remote = call.remote,
+            call_id = call.call_id,
+            user = self.user,
+        );
+        self.send(to, &text);
+        loop {
+            let answer = self.receive(Duration::from_secs(10))?;
+            if answer.code >= 200 {
+                return Some(answer);
+            }
+        }
+    }
+
+    /// The methods of the requests received so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps answering the edge's requests until `method` has been received (bounded).
+    pub fn wait_for_request(&self, method: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.seen().iter().any(|m| m == method) {
+                return true;
+            }
+            let _ = self.receive(Duration::from_millis(100));
+        }
+        self.seen().iter().any(|m| m == method)
     }
 
     /// Sends an in-dialog request (`to_tag` empty: outside any dialog) with `extra`

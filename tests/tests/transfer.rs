@@ -431,3 +431,173 @@ fn two_refers_racing_through_two_edges_exactly_one_wins() {
     assert_eq!(sorted, vec![202, 491], "{codes:?}");
     assert_success(&bob.finish(Duration::from_secs(15)));
 }
+
+#[test]
+fn refer_sub_false_gets_no_notifys() {
+    let carol = Sipp::server("uas_target.xml");
+    let bob = Sipp::server_with("uas_transferor_nosub.xml", &["-set", "target", NUMBER_B]);
+    let dir = seed(
+        &bob.addr.to_string(),
+        &carol.addr.to_string(),
+        "127.0.0.1:9",
+    );
+    let edge = edge_on(&dir);
+    assert_success(&alice(&edge, "uac_transferee.xml"));
+    // Bob's scenario fails on any NOTIFY before the BYE that ends his leg.
+    assert_success(&bob.finish(Duration::from_secs(15)));
+    assert_success(&carol.finish(Duration::from_secs(15)));
+}
+
+/// Either side may transfer: Alice (the caller) sends REFER and Bob (the callee) is
+/// connected to Carol.
+#[test]
+fn the_caller_can_transfer_the_callee() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_transferee.xml");
+    let carol = Sipp::server("uas_target.xml");
+    app.rcml(
+        "/voice",
+        &format!(
+            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
+            bob.addr
+        ),
+    );
+    app.rcml(
+        "/refer",
+        &format!(
+            "<Response><Dial><Sip>sip:carol@{}</Sip></Dial></Response>",
+            carol.addr
+        ),
+    );
+    let dir = scratch_dir();
+    number(
+        &dir,
+        "number-a",
+        NUMBER_A,
+        &app.url("/voice"),
+        Some(&app.url("/refer")),
+    );
+    let edge = edge_on(&dir);
+
+    let mut call = answered_call(&edge);
+    assert_eq!(
+        call.refer(edge.sip, "Refer-To: <sip:carol@127.0.0.1>\r\n"),
+        202
+    );
+    // Alice hears the progress, then her leg is ended once Bob talks to Carol.
+    assert!(
+        call.alice.wait_for_request("BYE", Duration::from_secs(15)),
+        "{:?}",
+        call.alice.seen()
+    );
+    assert!(call.alice.seen().iter().any(|m| m == "NOTIFY"));
+    assert_success(&bob.finish(Duration::from_secs(15)));
+    assert_success(&carol.finish(Duration::from_secs(15)));
+    let refer = app
+        .wait_for("/refer", Duration::from_secs(1))
+        .expect("the refer application");
+    assert_eq!(
+        refer.params.get("Transferor").map(String::as_str),
+        Some("alice")
+    );
+    assert_eq!(
+        refer.params.get("Transferee").map(String::as_str),
+        Some("callee")
+    );
+}
+
+/// Any pod: the call is set up through one edge and Bob's REFER reaches the other. Alice
+/// and Bob are RFC-conformant raw UAs here (sipp answers every request of a call to the
+/// address its first message came from, which no longer holds when two edges share a
+/// call); Carol is sipp.
+#[test]
+fn a_refer_reaching_the_other_edge_transfers_the_call() {
+    let redis = RedisServer::start();
+    let app = AppServer::start();
+    let bob = Ua::new("callee");
+    let carol = Sipp::server("uas_target.xml");
+    let bob_addr = bob.local_addr();
+    app.rcml(
+        "/voice",
+        &format!("<Response><Dial><Sip>sip:callee@{bob_addr}</Sip></Dial></Response>"),
+    );
+    app.rcml(
+        "/refer",
+        &format!(
+            "<Response><Dial><Sip>sip:carol@{}</Sip></Dial></Response>",
+            carol.addr
+        ),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let _context = runtime.enter();
+    let table =
+        switchyard_routing::RedisRoutes::open(&redis.url()).unwrap_or_else(|e| panic!("{e}"));
+    let route = switchyard_routing::Route {
+        key: switchyard_routing::RouteKey::Number(NUMBER_A.into()),
+        owner: switchyard_routing::Owner("telephony/number-a".into()),
+        priority: 0,
+        friendly_name: None,
+        voice: switchyard_routing::AppUrl {
+            url: app.url("/voice"),
+            method: switchyard_routing::HttpMethod::Post,
+        },
+        voice_fallback: None,
+        refer: Some(switchyard_routing::AppUrl {
+            url: app.url("/refer"),
+            method: switchyard_routing::HttpMethod::Post,
+        }),
+        status_callback: None,
+    };
+    runtime
+        .block_on(switchyard_routing::RouteWriter::replace_all(
+            &table,
+            &[route],
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    let one = Edge::start(&["--redis-url", &url]);
+    let two = Edge::start(&["--redis-url", &url]);
+
+    let one_sip = one.sip;
+    let alice = std::thread::spawn(move || {
+        let mut alice = Ua::new("alice");
+        let answer = alice.invite(one_sip, NUMBER_A);
+        let tag = answer.to_tag().unwrap_or_default();
+        alice.ack(one_sip, NUMBER_A, &tag);
+        // Alice stays on the line; the transfer re-INVITEs her with Carol's offer.
+        let reinvited = alice.wait_for_request("INVITE", Duration::from_secs(15));
+        (answer.code, reinvited, alice, tag)
+    });
+    let mut bob = bob;
+    let answered = bob
+        .accept(Duration::from_secs(10))
+        .expect("Bob's phone rings");
+    std::thread::sleep(Duration::from_millis(200));
+    let refer = bob
+        .request_in(
+            &answered,
+            two.sip,
+            "REFER",
+            &format!("Refer-To: <sip:carol@{}>\r\n", two.sip),
+        )
+        .expect("an answer to REFER");
+    assert_eq!(refer.code, 202, "{}", refer.text);
+    let (code, reinvited, mut alice, tag) =
+        alice.join().unwrap_or_else(|_| panic!("Alice's thread"));
+    assert_eq!(code, 200);
+    assert!(
+        reinvited,
+        "Alice was re-INVITEd with Carol's offer: {:?}",
+        alice.seen()
+    );
+    // Bob got NOTIFYs and, once Alice talks to Carol, BYE.
+    assert!(
+        bob.wait_for_request("BYE", Duration::from_secs(10)),
+        "{:?}",
+        bob.seen()
+    );
+    assert!(bob.seen().iter().any(|m| m == "NOTIFY"));
+    // Alice hangs up through either edge; Carol gets the BYE.
+    assert_eq!(alice.bye(two.sip, NUMBER_A, &tag), Some(200));
+    assert_success(&carol.finish(Duration::from_secs(15)));
+}

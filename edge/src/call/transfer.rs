@@ -655,6 +655,7 @@ impl Transfer {
         };
 
         // The target answered with its offer: re-INVITE the transferee with it.
+        info!(transferee = %transferee.name, "transfer target answered: re-INVITing the transferee with its offer");
         let Ok(target_dialog) = Dialog::as_uac(&invite, &ok) else {
             return self.not_connected(DialStatus::Failed).await;
         };
@@ -680,6 +681,7 @@ impl Transfer {
             }
             return Connect::CallGone;
         };
+        info!("transferee answered: ACKing the target with its answer");
         let mut ack = target_dialog.request(Method::Ack, 1, &me);
         ack.headers
             .push(Header::ContentType(answer.content_type.clone().into()));
