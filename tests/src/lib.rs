@@ -2,6 +2,7 @@
 //! owned by each test.
 
 pub mod app_server;
+pub mod baresip;
 pub mod processes;
 pub mod redis_server;
 pub mod sipp;

@@ -601,3 +601,55 @@ fn a_refer_reaching_the_other_edge_transfers_the_call() {
     assert_eq!(alice.bye(two.sip, NUMBER_A, &tag), Some(200));
     assert_success(&carol.finish(Duration::from_secs(15)));
 }
+
+/// A real softphone presses Blind Transfer: baresip is Bob and types `/transfer` to
+/// number B; Alice (sipp) ends up talking to Carol (sipp).
+#[test]
+fn a_real_softphone_performs_the_blind_transfer() {
+    let carol = Sipp::server("uas_target.xml");
+    let mut bob = switchyard_tests::baresip::Baresip::start("bob");
+    let dir = seed(
+        &bob.addr.to_string(),
+        &carol.addr.to_string(),
+        "127.0.0.1:9",
+    );
+    // baresip's account is sip:bob@...: dial it by that name.
+    write(
+        &dir,
+        "dial-bob.xml",
+        &format!(
+            "<Response><Dial><Sip>sip:bob@{}</Sip></Dial></Response>",
+            bob.addr
+        ),
+    );
+    let edge = edge_on(&dir);
+
+    let edge_sip = edge.sip;
+    let alice = std::thread::spawn(move || {
+        Sipp::client("uac_transferee.xml", edge_sip, SippTransport::Udp)
+            .arg("-s")
+            .arg(NUMBER_A)
+            .run()
+    });
+    // Once Bob has answered, he presses Blind Transfer and types number B.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while edge.metric("switchyard_edge_calls_total{outcome=\"answered\"}") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "baresip never answered:\n{}",
+            edge.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    bob.command(&format!("/transfer sip:{NUMBER_B}@{}", edge.sip));
+
+    assert_success(&alice.join().unwrap_or_else(|_| panic!("Alice's sipp")));
+    assert_success(&carol.finish(Duration::from_secs(15)));
+    assert!(
+        edge.metric("switchyard_edge_transfers_total{reason=\"connected\",result=\"succeeded\"}")
+            >= 1.0,
+        "{}",
+        edge.logs()
+    );
+}
