@@ -653,3 +653,98 @@ fn a_real_softphone_performs_the_blind_transfer() {
         edge.logs()
     );
 }
+
+/// An edge killed in the middle of a transfer: the other edge ends the call cleanly (BYE
+/// to both parties, CANCEL to the target that was ringing) instead of leaving it
+/// half-bridged.
+#[test]
+fn a_transfer_whose_edge_dies_is_ended_cleanly_by_the_other() {
+    let redis = RedisServer::start();
+    let app = AppServer::start();
+    let bob = Ua::new("callee");
+    let carol = Sipp::server("uas_ring_cancel_orphan.xml");
+    let bob_addr = bob.local_addr();
+    app.rcml(
+        "/voice",
+        &format!("<Response><Dial><Sip>sip:callee@{bob_addr}</Sip></Dial></Response>"),
+    );
+    app.rcml(
+        "/refer",
+        &format!(
+            "<Response><Dial timeout=\"2\"><Sip>sip:carol@{}</Sip></Dial></Response>",
+            carol.addr
+        ),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let _context = runtime.enter();
+    let table =
+        switchyard_routing::RedisRoutes::open(&redis.url()).unwrap_or_else(|e| panic!("{e}"));
+    let route = switchyard_routing::Route {
+        key: switchyard_routing::RouteKey::Number(NUMBER_A.into()),
+        owner: switchyard_routing::Owner("telephony/number-a".into()),
+        priority: 0,
+        friendly_name: None,
+        voice: switchyard_routing::AppUrl {
+            url: app.url("/voice"),
+            method: switchyard_routing::HttpMethod::Post,
+        },
+        voice_fallback: None,
+        refer: Some(switchyard_routing::AppUrl {
+            url: app.url("/refer"),
+            method: switchyard_routing::HttpMethod::Post,
+        }),
+        status_callback: None,
+    };
+    runtime
+        .block_on(switchyard_routing::RouteWriter::replace_all(
+            &table,
+            &[route],
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = redis.url();
+    let one = Edge::start(&["--redis-url", &url]);
+    let mut two = Edge::start(&["--redis-url", &url]);
+
+    let one_sip = one.sip;
+    let alice = std::thread::spawn(move || {
+        let mut alice = Ua::new("alice");
+        let answer = alice.invite(one_sip, NUMBER_A);
+        let tag = answer.to_tag().unwrap_or_default();
+        alice.ack(one_sip, NUMBER_A, &tag);
+        alice.wait_for_request("BYE", Duration::from_secs(40))
+    });
+    let mut bob = bob;
+    let answered = bob
+        .accept(Duration::from_secs(10))
+        .expect("Bob's phone rings");
+    std::thread::sleep(Duration::from_millis(200));
+    let refer = bob
+        .request_in(
+            &answered,
+            two.sip,
+            "REFER",
+            &format!("Refer-To: <sip:carol@{}>\r\n", two.sip),
+        )
+        .expect("an answer to REFER");
+    assert_eq!(refer.code, 202, "{}", refer.text);
+    // Carol is ringing when the edge running the transfer dies.
+    assert!(app.wait_for("/refer", Duration::from_secs(5)).is_some());
+    std::thread::sleep(Duration::from_millis(500));
+    two.kill();
+
+    assert!(
+        alice.join().unwrap_or(false),
+        "Alice was hung up cleanly by the surviving edge"
+    );
+    assert!(
+        bob.wait_for_request("BYE", Duration::from_secs(20)),
+        "{:?}",
+        bob.seen()
+    );
+    assert_success(&carol.finish(Duration::from_secs(20)));
+    assert!(
+        one.logs().contains("transfer owner stopped"),
+        "{}",
+        one.logs()
+    );
+}
