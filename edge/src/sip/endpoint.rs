@@ -162,23 +162,22 @@ impl<A: Application> Endpoint<A> {
                 let invite = TransactionKey::new(Role::Server, &branch, &Method::Invite);
                 let own = TransactionKey::new(Role::Server, &branch, &Method::Cancel);
                 if let Delivery::NoMatch(cancel) = self.ctx.table.deliver_request(&own, request) {
-                    let code = if self.ctx.table.cancel(&invite) {
-                        200
-                    } else {
-                        481
-                    };
-                    match ServerTransaction::start(&self.ctx, cancel, reply_to) {
-                        Ok(tx) => {
-                            let mut response =
-                                response_to(&tx.request, code, Some(&crate::sip::random_token(10)));
-                            if code == 481 {
-                                response.headers.push(reason_header(
-                                    481,
-                                    "no INVITE transaction matches this CANCEL",
-                                ));
-                            }
-                            tx.respond(response);
+                    // 200 to the CANCEL first, then the INVITE's 487 (RFC 3261 §9.2).
+                    let found = self.ctx.table.contains(&invite);
+                    let code = if found { 200 } else { 481 };
+                    let mut response =
+                        response_to(&cancel, code, Some(&crate::sip::random_token(10)));
+                    if !found {
+                        response.headers.push(reason_header(
+                            481,
+                            "no INVITE transaction matches this CANCEL",
+                        ));
+                    }
+                    match ServerTransaction::start_answered(&self.ctx, cancel, reply_to, response) {
+                        Ok(_) if found => {
+                            self.ctx.table.cancel(&invite);
                         }
+                        Ok(_) => {}
                         Err(e) => debug!(%e, "CANCEL without a usable Via"),
                     }
                 }

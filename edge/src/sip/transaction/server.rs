@@ -43,11 +43,32 @@ impl ServerTransaction {
         request: Request,
         source: Destination,
     ) -> Result<Self, super::super::message::HeaderError> {
+        Self::start_with(ctx, request, source, None)
+    }
+
+    /// Starts a non-INVITE transaction whose final response is sent right away, on the
+    /// caller's task: the 200 to a CANCEL must reach the wire before the 487 that the
+    /// CANCEL makes the INVITE's transaction send (RFC 3261 §9.2 orders them so).
+    pub fn start_answered(
+        ctx: &Context,
+        request: Request,
+        source: Destination,
+        response: Response,
+    ) -> Result<Self, super::super::message::HeaderError> {
+        Self::start_with(ctx, request, source, Some(response))
+    }
+
+    fn start_with(
+        ctx: &Context,
+        request: Request,
+        source: Destination,
+        answered: Option<Response>,
+    ) -> Result<Self, super::super::message::HeaderError> {
         let key = TransactionKey::new(Role::Server, &request.branch()?, &request.method);
         let (input, inbox) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         ctx.table.insert(key.clone(), input.clone());
-        let machine = Machine {
+        let mut machine = Machine {
             ctx: ctx.clone(),
             key,
             destination: source,
@@ -60,7 +81,11 @@ impl ServerTransaction {
         if machine.invite {
             machine.send(&response_to(&request, 100, None));
         }
-        tokio::spawn(machine.run(inbox, request.clone()));
+        let answered = answered.filter(|_| !machine.invite).map(|response| {
+            machine.send(&response);
+            machine.last_response = Some(to_bytes(response));
+        });
+        tokio::spawn(machine.run(inbox, request.clone(), answered.is_some()));
         Ok(ServerTransaction {
             request,
             source,
@@ -119,14 +144,31 @@ impl Machine {
         self.destination.protocol.is_reliable()
     }
 
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Input>, request: Request) {
+    /// `answered`: a non-INVITE final response was already sent (`start_answered`).
+    async fn run(
+        mut self,
+        mut inbox: mpsc::UnboundedReceiver<Input>,
+        request: Request,
+        answered: bool,
+    ) {
         let timers = self.ctx.timers;
-        let mut state = State::Proceeding;
+        let mut state = if answered {
+            State::Completed
+        } else {
+            State::Proceeding
+        };
         // Retransmission timer (G, or the 2xx retransmission) and its current interval.
         let mut retransmit_at: Option<Instant> = None;
         let mut interval = timers.t1;
         // Timer H / J / I / 2xx give-up: when the transaction ends.
-        let mut end_at: Option<Instant> = None;
+        let mut end_at: Option<Instant> = answered.then(|| {
+            Instant::now()
+                + if self.reliable() {
+                    Duration::ZERO
+                } else {
+                    timers.timeout()
+                }
+        });
 
         loop {
             let input = tokio::select! {
