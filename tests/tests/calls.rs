@@ -303,3 +303,64 @@ fn with_redis_down_new_calls_get_503_and_recover_without_a_restart() {
         );
     }
 }
+
+#[test]
+fn a_hold_re_invite_is_relayed_both_ways() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_answer_hold.xml");
+    app.rcml("/voice", &dial(&bob.addr, 5));
+    let edge = standalone_edge(&app, None);
+    assert_success(&call(&edge, "uac_call_hold.xml"));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+}
+
+#[test]
+fn early_media_is_relayed_to_the_caller() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_early_media.xml");
+    app.rcml("/voice", &dial(&bob.addr, 5));
+    let edge = standalone_edge(&app, None);
+    assert_success(&call(&edge, "uac_call_early.xml"));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+}
+
+#[test]
+fn the_dial_time_limit_ends_a_bridged_call() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_answer.xml");
+    app.rcml(
+        "/voice",
+        &format!(
+            r#"<Response><Dial timeLimit="1"><Sip>sip:callee@{}</Sip></Dial></Response>"#,
+            bob.addr
+        ),
+    );
+    let edge = standalone_edge(&app, None);
+    let started = std::time::Instant::now();
+    // Both parties get BYE from the edge.
+    assert_success(&call(&edge, "uac_call_wait_bye.xml"));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the time limit"
+    );
+    assert!(edge.logs().contains("Dial timeLimit reached"));
+}
+
+#[test]
+fn no_answer_reaches_the_dial_action_with_no_answer() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_ring_cancel.xml");
+    app.rcml("/voice", &dial(&bob.addr, 1));
+    app.rcml("/action", r#"<Response><Reject reason="busy"/></Response>"#);
+    let edge = standalone_edge(&app, None);
+    assert_success(&refused(&edge, 486, true));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+    let action = app
+        .wait_for("/action", Duration::from_secs(2))
+        .expect("the Dial action");
+    assert_eq!(
+        action.params.get("DialCallStatus").map(String::as_str),
+        Some("no-answer")
+    );
+}
