@@ -5,6 +5,7 @@ pub mod app_server;
 pub mod baresip;
 pub mod processes;
 pub mod redis_server;
+pub mod routes;
 pub mod sipp;
 pub mod ua;
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use switchyard_tests::app_server::{AppServer, Reply};
+use switchyard_tests::routes::{number_route, program};
 use switchyard_tests::sipp::{Sipp, SippTransport, assert_success, refused_scenario};
 use switchyard_tests::{Edge, RedisServer};
 
@@ -240,39 +241,11 @@ fn an_unknown_number_gets_404() {
 fn with_redis_down_new_calls_get_503_and_recover_without_a_restart() {
     let mut redis = RedisServer::start();
     let app = AppServer::start();
-    // Routes come from Redis: program number A the way the operator would.
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let _context = runtime.enter();
-    let table =
-        switchyard_routing::RedisRoutes::open(&redis.url()).unwrap_or_else(|e| panic!("{e}"));
-    let route = switchyard_routing::Route {
-        key: switchyard_routing::RouteKey::Number(NUMBER_A.into()),
-        owner: switchyard_routing::Owner("telephony/number-a".into()),
-        priority: 0,
-        friendly_name: None,
-        voice: switchyard_routing::AppUrl {
-            url: app.url("/voice"),
-            method: switchyard_routing::HttpMethod::Post,
-        },
-        voice_fallback: None,
-        refer: None,
-        status_callback: None,
-    };
-    // The operator retries until Redis takes the write (the first command after a restart
-    // may meet the old, broken connection).
-    let program = || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while let Err(e) = runtime.block_on(switchyard_routing::RouteWriter::replace_all(
-            &table,
-            std::slice::from_ref(&route),
-        )) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "cannot program the route: {e}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    // Routes come from Redis: number A programmed the way the operator would (retrying
+    // while Redis comes back).
+    let route = number_route(NUMBER_A, &app.url("/voice"), None);
+    let url = redis.url();
+    let program = || program(&url, std::slice::from_ref(&route));
     program();
     app.rcml("/voice", "<Response><Reject/></Response>");
     let edge = Edge::start(&["--redis-url", &redis.url(), "--redis-timeout", "300ms"]);

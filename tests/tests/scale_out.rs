@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use switchyard_routing::{AppUrl, HttpMethod, Owner, RedisRoutes, Route, RouteKey, RouteWriter};
 use switchyard_tests::app_server::AppServer;
+use switchyard_tests::routes::{number_route, program};
 use switchyard_tests::sipp::{Sipp, assert_success};
 use switchyard_tests::ua::Ua;
 use switchyard_tests::{Edge, RedisServer};
@@ -21,25 +21,10 @@ struct Cluster {
 fn cluster() -> Cluster {
     let redis = RedisServer::start();
     let app = AppServer::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let _context = runtime.enter();
-    let table = RedisRoutes::open(&redis.url()).unwrap_or_else(|e| panic!("{e}"));
-    let route = Route {
-        key: RouteKey::Number(NUMBER_A.into()),
-        owner: Owner("telephony/number-a".into()),
-        priority: 0,
-        friendly_name: None,
-        voice: AppUrl {
-            url: app.url("/voice"),
-            method: HttpMethod::Post,
-        },
-        voice_fallback: None,
-        refer: None,
-        status_callback: None,
-    };
-    runtime
-        .block_on(table.replace_all(&[route]))
-        .unwrap_or_else(|e| panic!("{e}"));
+    program(
+        &redis.url(),
+        &[number_route(NUMBER_A, &app.url("/voice"), None)],
+    );
     let url = redis.url();
     let edges = (0..2)
         .map(|_| Edge::start(&["--redis-url", &url, "--timer-t1", "100ms"]))

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use switchyard_tests::app_server::AppServer;
+use switchyard_tests::routes::{number_route, program};
 use switchyard_tests::sipp::{Sipp, SippTransport, assert_success};
 use switchyard_tests::ua::Ua;
 use switchyard_tests::{Edge, RedisServer};
@@ -388,32 +389,14 @@ fn two_refers_racing_through_two_edges_exactly_one_wins() {
         "/refer",
         "<Response><Pause length=\"1\"/><Hangup/></Response>",
     );
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let _context = runtime.enter();
-    let table =
-        switchyard_routing::RedisRoutes::open(&redis.url()).unwrap_or_else(|e| panic!("{e}"));
-    let route = switchyard_routing::Route {
-        key: switchyard_routing::RouteKey::Number(NUMBER_A.into()),
-        owner: switchyard_routing::Owner("telephony/number-a".into()),
-        priority: 0,
-        friendly_name: None,
-        voice: switchyard_routing::AppUrl {
-            url: app.url("/voice"),
-            method: switchyard_routing::HttpMethod::Post,
-        },
-        voice_fallback: None,
-        refer: Some(switchyard_routing::AppUrl {
-            url: app.url("/refer"),
-            method: switchyard_routing::HttpMethod::Post,
-        }),
-        status_callback: None,
-    };
-    runtime
-        .block_on(switchyard_routing::RouteWriter::replace_all(
-            &table,
-            &[route],
-        ))
-        .unwrap_or_else(|e| panic!("{e}"));
+    program(
+        &redis.url(),
+        &[number_route(
+            NUMBER_A,
+            &app.url("/voice"),
+            Some(&app.url("/refer")),
+        )],
+    );
     let url = redis.url();
     let one = Edge::start(&["--redis-url", &url]);
     let two = Edge::start(&["--redis-url", &url]);
@@ -528,32 +511,14 @@ fn a_refer_reaching_the_other_edge_transfers_the_call() {
             carol.addr
         ),
     );
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let _context = runtime.enter();
-    let table =
-        switchyard_routing::RedisRoutes::open(&redis.url()).unwrap_or_else(|e| panic!("{e}"));
-    let route = switchyard_routing::Route {
-        key: switchyard_routing::RouteKey::Number(NUMBER_A.into()),
-        owner: switchyard_routing::Owner("telephony/number-a".into()),
-        priority: 0,
-        friendly_name: None,
-        voice: switchyard_routing::AppUrl {
-            url: app.url("/voice"),
-            method: switchyard_routing::HttpMethod::Post,
-        },
-        voice_fallback: None,
-        refer: Some(switchyard_routing::AppUrl {
-            url: app.url("/refer"),
-            method: switchyard_routing::HttpMethod::Post,
-        }),
-        status_callback: None,
-    };
-    runtime
-        .block_on(switchyard_routing::RouteWriter::replace_all(
-            &table,
-            &[route],
-        ))
-        .unwrap_or_else(|e| panic!("{e}"));
+    program(
+        &redis.url(),
+        &[number_route(
+            NUMBER_A,
+            &app.url("/voice"),
+            Some(&app.url("/refer")),
+        )],
+    );
     let url = redis.url();
     let one = Edge::start(&["--redis-url", &url]);
     let two = Edge::start(&["--redis-url", &url]);
@@ -675,32 +640,14 @@ fn a_transfer_whose_edge_dies_is_ended_cleanly_by_the_other() {
             carol.addr
         ),
     );
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let _context = runtime.enter();
-    let table =
-        switchyard_routing::RedisRoutes::open(&redis.url()).unwrap_or_else(|e| panic!("{e}"));
-    let route = switchyard_routing::Route {
-        key: switchyard_routing::RouteKey::Number(NUMBER_A.into()),
-        owner: switchyard_routing::Owner("telephony/number-a".into()),
-        priority: 0,
-        friendly_name: None,
-        voice: switchyard_routing::AppUrl {
-            url: app.url("/voice"),
-            method: switchyard_routing::HttpMethod::Post,
-        },
-        voice_fallback: None,
-        refer: Some(switchyard_routing::AppUrl {
-            url: app.url("/refer"),
-            method: switchyard_routing::HttpMethod::Post,
-        }),
-        status_callback: None,
-    };
-    runtime
-        .block_on(switchyard_routing::RouteWriter::replace_all(
-            &table,
-            &[route],
-        ))
-        .unwrap_or_else(|e| panic!("{e}"));
+    program(
+        &redis.url(),
+        &[number_route(
+            NUMBER_A,
+            &app.url("/voice"),
+            Some(&app.url("/refer")),
+        )],
+    );
     let url = redis.url();
     let one = Edge::start(&["--redis-url", &url]);
     let mut two = Edge::start(&["--redis-url", &url]);

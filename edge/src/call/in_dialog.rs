@@ -213,17 +213,7 @@ async fn bye(
 
 /// Marks the call ended, forgets its dialogs and reports the Dial outcome to `action`.
 async fn end(services: &Services, record: &CallRecord) {
-    let mut ops = vec![
-        Op::ForgetDialog {
-            sip_call_id: record.inbound.index.clone(),
-        },
-        Op::CancelTimer,
-    ];
-    if let Some(out) = &record.outbound {
-        ops.push(Op::ForgetDialog {
-            sip_call_id: out.index.clone(),
-        });
-    }
+    let ops = record.closing_ops();
     let Some(ended) = update(services, &record.sid, ENDED_TTL, &ops, |r| {
         r.state = CallState::Ended
     })

@@ -111,3 +111,66 @@ pub fn refusal(request: &Request, code: u16, reason: &str, retry_after: Option<u
     }
     response
 }
+
+/// What a new INVITE from the edge (a Dial, or a transfer's call to its target) carries.
+pub struct NewInvite<'a> {
+    pub uri: &'a str,
+    pub peer: &'a record::Peer,
+    pub call_id: &'a str,
+    /// `From` user and display name (empty: none), and our tag.
+    pub from_user: &'a str,
+    pub display_name: &'a str,
+    pub from_tag: &'a str,
+    pub max_forwards: u32,
+    /// `(Content-Type, body)`; `None`: an INVITE without offer (third-party call control).
+    pub body: Option<(String, Vec<u8>)>,
+}
+
+impl Services {
+    /// Builds an out-of-dialog INVITE with this process in Via and the advertised address
+    /// in Contact. `None` when the URI is not a valid SIP URI.
+    pub fn new_invite(&self, invite: NewInvite<'_>) -> Option<Request> {
+        let display = if invite.display_name.is_empty() {
+            String::new()
+        } else {
+            format!("\"{}\" ", invite.display_name.replace('"', ""))
+        };
+        let mut headers = rsip::Headers::default();
+        headers.push(Header::Via(
+            format!(
+                "SIP/2.0/{} {};branch={};rport",
+                invite.peer.protocol.via_token(),
+                self.local_sent_by,
+                crate::sip::transaction::new_branch()
+            )
+            .into(),
+        ));
+        headers.push(Header::MaxForwards(invite.max_forwards.to_string().into()));
+        headers.push(Header::From(
+            format!(
+                "{display}<sip:{}@{}>;tag={}",
+                invite.from_user, self.advertise, invite.from_tag
+            )
+            .into(),
+        ));
+        headers.push(Header::To(format!("<{}>", invite.uri).into()));
+        headers.push(Header::CallId(invite.call_id.to_owned().into()));
+        headers.push(Header::CSeq("1 INVITE".into()));
+        headers.push(Header::Contact(self.contact().into()));
+        headers.push(Header::Allow(crate::app::ALLOWED_METHODS.into()));
+        let body = match invite.body {
+            Some((content_type, body)) => {
+                headers.push(Header::ContentType(content_type.into()));
+                body
+            }
+            None => Vec::new(),
+        };
+        Some(Request {
+            method: rsip::Method::Invite,
+            uri: crate::sip::message::parse_uri(invite.uri)?,
+            version: rsip::Version::V2,
+            headers,
+            body,
+        })
+    }
+}

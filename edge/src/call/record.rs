@@ -9,6 +9,7 @@ use switchyard_routing::{AppUrl, Route};
 
 use crate::sip::dialog::Dialog;
 use crate::sip::transport::{Destination, Protocol};
+use crate::store::Op;
 
 /// How long the keys of a live call are kept (a call longer than this loses its state).
 pub const LIVE_TTL: Duration = Duration::from_secs(4 * 3600);
@@ -142,6 +143,18 @@ impl CallRecord {
             return Some(&mut self.inbound);
         }
         self.outbound.as_mut().filter(|l| l.name == name)
+    }
+
+    /// The store operations that go with ending the call: its legs leave the dialog
+    /// index and its timer is cleared.
+    pub fn closing_ops(&self) -> Vec<Op> {
+        std::iter::once(&self.inbound)
+            .chain(self.outbound.as_ref())
+            .map(|leg| Op::ForgetDialog {
+                sip_call_id: leg.index.clone(),
+            })
+            .chain(std::iter::once(Op::CancelTimer))
+            .collect()
     }
 
     pub fn to_json(&self) -> Vec<u8> {

@@ -17,7 +17,7 @@ use crate::call::record::{
     CallRecord, CallState, DialRecord, DialStatus, ENDED_TTL, LIVE_TTL, Leg, Peer, now_ms,
 };
 use crate::call::targets::{request_uri, resolve};
-use crate::call::{Services, refusal};
+use crate::call::{NewInvite, Services, refusal};
 use crate::metrics::METRICS;
 use crate::rcml::{Dial, Document, Fetched, Purpose, Verb, resolve as resolve_url};
 use crate::sip::dialog::Dialog;
@@ -25,9 +25,7 @@ use crate::sip::endpoint::send_stateless;
 use crate::sip::message::{SipHeaders, response_to};
 use crate::sip::random_token;
 use crate::sip::transaction::client::cancel_for;
-use crate::sip::transaction::{
-    ClientEvent, ClientTransaction, ServerEvent, ServerTransaction, new_branch,
-};
+use crate::sip::transaction::{ClientEvent, ClientTransaction, ServerEvent, ServerTransaction};
 use crate::store::{
     CallStore, Commit, Op, StoreError, dialog_id, edge_call_id, new_call_sid, tag_for_sip_call_id,
 };
@@ -486,6 +484,7 @@ impl Setup {
         from_tag: &str,
     ) -> Option<Request> {
         let caller = &self.tx.request;
+        // A B2BUA still counts hops, so a call routed back through the edge cannot loop.
         let max_forwards = caller
             .header_value("Max-Forwards")
             .and_then(|m| m.trim().parse::<u32>().ok())
@@ -496,46 +495,21 @@ impl Setup {
             .caller_id
             .clone()
             .unwrap_or_else(|| self.record.from.clone());
-        let display = if self.record.caller_name.is_empty() {
-            String::new()
-        } else {
-            format!("\"{}\" ", self.record.caller_name.replace('"', ""))
-        };
-        let mut headers = rsip::Headers::default();
-        headers.push(Header::Via(
-            format!(
-                "SIP/2.0/{} {};branch={};rport",
-                peer.protocol.via_token(),
-                self.s.local_sent_by,
-                new_branch()
-            )
-            .into(),
-        ));
-        headers.push(Header::MaxForwards(max_forwards.to_string().into()));
-        headers.push(Header::From(
-            format!(
-                "{display}<sip:{from_user}@{}>;tag={from_tag}",
-                self.s.advertise
-            )
-            .into(),
-        ));
-        headers.push(Header::To(format!("<{uri}>").into()));
-        headers.push(Header::CallId(call_id.to_owned().into()));
-        headers.push(Header::CSeq("1 INVITE".into()));
-        headers.push(Header::Contact(self.s.contact().into()));
-        headers.push(Header::Allow(crate::app::ALLOWED_METHODS.into()));
-        if !caller.body.is_empty() {
+        let body = (!caller.body.is_empty()).then(|| {
             let content_type = caller
                 .header_value("Content-Type")
                 .unwrap_or_else(|| "application/sdp".into());
-            headers.push(Header::ContentType(content_type.into()));
-        }
-        Some(Request {
-            method: Method::Invite,
-            uri: crate::sip::message::parse_uri(uri)?,
-            version: rsip::Version::V2,
-            headers,
-            body: caller.body.clone(),
+            (content_type, caller.body.clone())
+        });
+        self.s.new_invite(NewInvite {
+            uri,
+            peer,
+            call_id,
+            from_user: &from_user,
+            display_name: &self.record.caller_name,
+            from_tag,
+            max_forwards,
+            body,
         })
     }
 

@@ -148,17 +148,7 @@ async fn adopt(services: &Services, sid: &str) {
             response,
         );
     }
-    let mut ops = vec![
-        Op::ForgetDialog {
-            sip_call_id: record.inbound.index.clone(),
-        },
-        Op::CancelTimer,
-    ];
-    if let Some(out) = &record.outbound {
-        ops.push(Op::ForgetDialog {
-            sip_call_id: out.index.clone(),
-        });
-    }
+    let ops = record.closing_ops();
     if update(services, sid, ENDED_TTL, &ops, |r| {
         r.state = CallState::Ended
     })

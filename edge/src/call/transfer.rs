@@ -20,18 +20,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsip::{Header, Method, Request};
+use rsip::{Header, Method};
 use switchyard_routing::AppUrl;
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::call::Services;
 use crate::call::in_dialog::{detach, hang_up, load, send_on_leg, send_on_leg_with, update};
 use crate::call::record::{
     CallRecord, CallState, DialRecord, DialStatus, LIVE_TTL, Leg, TransferRecord, now_ms,
 };
 use crate::call::setup::user_of;
 use crate::call::targets::{request_uri, resolve};
+use crate::call::{NewInvite, Services};
 use crate::metrics::METRICS;
 use crate::rcml::{Dial, Fetched, Purpose, Verb, resolve as resolve_url};
 use crate::sip::dialog::{Dialog, uri_of};
@@ -39,7 +39,7 @@ use crate::sip::endpoint::send_stateless;
 use crate::sip::message::{SipHeaders, parse_uri, response_to, to_bytes};
 use crate::sip::random_token;
 use crate::sip::transaction::client::cancel_for;
-use crate::sip::transaction::{ClientEvent, ClientTransaction, ServerTransaction, new_branch};
+use crate::sip::transaction::{ClientEvent, ClientTransaction, ServerTransaction};
 use crate::store::{
     CallStore, Commit, Op, dialog_id, edge_call_id, new_call_sid, tag_for_sip_call_id,
 };
@@ -579,7 +579,17 @@ impl Transfer {
             .clone()
             .unwrap_or_else(|| user_of(&transferee.party));
         let from_tag = random_token(10);
-        let invite = match offerless_invite(&services, &uri, &peer, &call_id, &caller, &from_tag) {
+        // Without an offer: the target makes it in its 200 (third-party call control).
+        let invite = match services.new_invite(NewInvite {
+            uri: &uri,
+            peer: &peer,
+            call_id: &call_id,
+            from_user: &caller,
+            display_name: "",
+            from_tag: &from_tag,
+            max_forwards: 70,
+            body: None,
+        }) {
             Some(invite) => invite,
             None => return Connect::NotConnected(DialStatus::Failed),
         };
@@ -819,44 +829,6 @@ impl Transfer {
 struct SessionAnswer {
     content_type: String,
     body: Vec<u8>,
-}
-
-/// An INVITE without a session description (third-party call control: the target makes
-/// the offer in its 200).
-fn offerless_invite(
-    services: &Services,
-    uri: &str,
-    peer: &crate::call::record::Peer,
-    call_id: &str,
-    caller: &str,
-    from_tag: &str,
-) -> Option<Request> {
-    let mut headers = rsip::Headers::default();
-    headers.push(Header::Via(
-        format!(
-            "SIP/2.0/{} {};branch={};rport",
-            peer.protocol.via_token(),
-            services.local_sent_by,
-            new_branch()
-        )
-        .into(),
-    ));
-    headers.push(Header::MaxForwards("70".into()));
-    headers.push(Header::From(
-        format!("<sip:{caller}@{}>;tag={from_tag}", services.advertise).into(),
-    ));
-    headers.push(Header::To(format!("<{uri}>").into()));
-    headers.push(Header::CallId(call_id.to_owned().into()));
-    headers.push(Header::CSeq("1 INVITE".into()));
-    headers.push(Header::Contact(services.contact().into()));
-    headers.push(Header::Allow(crate::app::ALLOWED_METHODS.into()));
-    Some(Request {
-        method: Method::Invite,
-        uri: parse_uri(uri)?,
-        version: rsip::Version::V2,
-        headers,
-        body: Vec::new(),
-    })
 }
 
 #[cfg(test)]
