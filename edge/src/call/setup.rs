@@ -607,12 +607,13 @@ impl Setup {
             tokio::select! {
                 event = client.event() => match event {
                     Some(ClientEvent::Provisional(response)) => {
+                        // Any provisional response means the callee is alive (a timeout
+                        // is then no-answer, not failed); ringing and early media are
+                        // relayed to the caller.
+                        provisional = true;
                         let code = response.status_code.code();
                         if code > 100 {
-                            provisional = true;
                             self.tx.respond(self.relayed(&response, code));
-                        } else {
-                            provisional = true;
                         }
                     }
                     Some(ClientEvent::Final(response)) if response.status_code.code() < 300 => {
