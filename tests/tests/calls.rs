@@ -337,3 +337,30 @@ fn no_answer_reaches_the_dial_action_with_no_answer() {
         Some("no-answer")
     );
 }
+
+#[test]
+fn pause_then_redirect_runs_the_next_document() {
+    let app = AppServer::start();
+    app.rcml(
+        "/voice",
+        r#"<Response><Pause length="1"/><Redirect method="GET">/second</Redirect></Response>"#,
+    );
+    app.rcml("/second", r#"<Response><Reject reason="busy"/></Response>"#);
+    let edge = standalone_edge(&app, None);
+    let started = std::time::Instant::now();
+    assert_success(&refused(&edge, 486, true));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the Pause was skipped"
+    );
+    let second = app
+        .wait_for("/second", Duration::from_secs(1))
+        .expect("the Redirect target was fetched");
+    assert_eq!(second.method, "GET");
+    assert!(
+        second
+            .params
+            .get("CallSid")
+            .is_some_and(|s| s.starts_with("CA"))
+    );
+}
