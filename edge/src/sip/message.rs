@@ -440,7 +440,12 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
         // `SIP/2.0 100 ` with an empty reason phrase is valid (RFC 4475 §3.1.1.13), but
         // rsip's tokenizer needs one: supply the standard phrase (reasons are not
         // relayed; `to_bytes` writes the RFC phrase anyway).
-        let code = head.start_line[8..].trim().parse().unwrap_or(0);
+        let code = head
+            .start_line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         canonical.push(' ');
         canonical.push_str(reason_phrase(code));
     }
@@ -817,6 +822,26 @@ mod tests {
         assert!(out.contains("From: <sip:a@[::1]>;tag=a"), "{out}");
         assert_eq!(host_ip("127.0.0.1"), "127.0.0.1".parse().ok());
         assert_eq!(host_ip("example.com"), None);
+    }
+
+    #[test]
+    fn odd_start_lines_are_refused_without_panicking() {
+        for start in [
+            "SIP/2 1",
+            "SIP/",
+            "SIP/2.0 100",
+            "X",
+            "INVITE sip:a@b",
+            "  ",
+        ] {
+            let text = format!("{start}\r\nCall-ID: x\r\n\r\n");
+            let _ = parse(text.as_bytes());
+        }
+        let text = "SIP/2.0 180\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: x\r\n\r\n";
+        let Ok(SipMessage::Response(response)) = parse(text.as_bytes()) else {
+            panic!("a response without reason phrase parses")
+        };
+        assert_eq!(response.status_code.code(), 180);
     }
 
     #[test]
