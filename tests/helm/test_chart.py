@@ -491,7 +491,7 @@ def test_refer_target_allow_becomes_one_flag_per_pattern_before_extra_args():
         "--refer-target-allow=sip:.*@pbx\\.example",
         "--log-format=json",
     ]
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(helm.HelmValuesError, match="referTargetAllow"):
         chart().validate_schema({"edge": {"referTargetAllow": [""]}})
 
 
