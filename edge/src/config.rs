@@ -121,9 +121,31 @@ pub struct Config {
     #[arg(long = "drain-timeout", value_parser = humantime::parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
 
+    /// Install-wide REFER target policy: a regular expression (Rust `regex` syntax, matched
+    /// against the whole ReferTarget and the whole Refer-To URI, see the PhoneNumber field
+    /// `referTargetAllow`) for the numbers whose own `referTargetAllow` is empty.
+    /// Repeatable. Env `SWITCHYARD_REFER_TARGET_ALLOW`, comma-separated, is read only when
+    /// no flag is given (the flag takes no delimiter, so patterns like `\d{1,3}` keep their
+    /// comma). None at all: every target is allowed.
+    #[arg(long = "refer-target-allow", value_name = "REGEX")]
+    pub refer_target_allow: Vec<String>,
+
     /// Validate the configuration and manifests, print the routing table, and exit.
     #[arg(long)]
     pub check: bool,
+}
+
+/// The environment variable behind --refer-target-allow.
+pub const REFER_TARGET_ALLOW_ENV: &str = "SWITCHYARD_REFER_TARGET_ALLOW";
+
+/// A comma-separated list, items trimmed, empty items dropped.
+fn split_env_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A configuration problem, naming the flag.
@@ -165,7 +187,31 @@ impl Config {
         if self.sip_listen.is_empty() {
             return Err(error("--sip-listen", "at least one address is needed"));
         }
+        self.refer_target_policy()?;
         Ok(())
+    }
+
+    /// The install-wide REFER target patterns, compiled (anchored to the whole string),
+    /// from --refer-target-allow or else `SWITCHYARD_REFER_TARGET_ALLOW`.
+    pub fn refer_target_policy(&self) -> Result<Vec<regex::Regex>, ConfigError> {
+        let from_env;
+        let patterns: &[String] = if self.refer_target_allow.is_empty() {
+            from_env = std::env::var(REFER_TARGET_ALLOW_ENV)
+                .map(|v| split_env_list(&v))
+                .unwrap_or_default();
+            &from_env
+        } else {
+            &self.refer_target_allow
+        };
+        patterns
+            .iter()
+            .map(|pattern| {
+                switchyard_routing::validate::compile_pattern(pattern).map_err(|e| ConfigError {
+                    flag: "--refer-target-allow",
+                    message: format!("{pattern:?} is not a valid regular expression: {e}"),
+                })
+            })
+            .collect()
     }
 
     /// The Redis client, with --redis-password applied.
@@ -223,5 +269,45 @@ impl Config {
             Some(addr) => format!("127.0.0.1:{}", addr.port()),
             None => "127.0.0.1:5060".to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut argv = vec!["switchyard-edge", "--phone-numbers", "examples"];
+        argv.extend_from_slice(args);
+        Config::parse_from(argv)
+    }
+
+    #[test]
+    fn refer_target_allow_flags_compile_anchored_and_keep_their_commas() {
+        let policy = config(&[
+            "--refer-target-allow",
+            r"\+1555\d{1,7}",
+            "--refer-target-allow",
+            "bob",
+        ])
+        .refer_target_policy()
+        .unwrap();
+        assert_eq!(policy.len(), 2);
+        assert!(policy[0].is_match("+1555123"));
+        assert!(!policy[1].is_match("bobby"), "anchored to the whole target");
+    }
+
+    #[test]
+    fn a_refer_target_allow_that_does_not_compile_names_the_flag() {
+        let error = config(&["--refer-target-allow", "(+"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.flag, "--refer-target-allow");
+    }
+
+    #[test]
+    fn the_env_list_is_comma_separated() {
+        assert_eq!(split_env_list(" a, b ,,c"), ["a", "b", "c"]);
+        assert!(split_env_list("").is_empty());
     }
 }

@@ -167,6 +167,14 @@ async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitC
             return ExitCode::from(2);
         }
     };
+    // Already checked by validate(); compiled once here for every REFER.
+    let refer_target_allow = match config.refer_target_policy() {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("switchyard-edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let ctx = Context {
         wire: Arc::new(transport.clone()),
         timers: config.timers(),
@@ -182,6 +190,7 @@ async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitC
         outbound_proxy,
         pod,
         config.account_sid.clone(),
+        refer_target_allow,
     );
     tokio::spawn(switchyard_edge::call::timers::run(services.clone()));
     let endpoint = Endpoint::new(ctx.clone(), app::EdgeApp::new(services.clone()));

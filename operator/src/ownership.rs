@@ -170,6 +170,7 @@ pub(crate) mod tests {
             refer_url: None,
             refer_method: HttpMethod::Post,
             status_callback: None,
+            refer_target_allow: Vec::new(),
         }
     }
 

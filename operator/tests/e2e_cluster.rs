@@ -37,6 +37,7 @@ fn spec(number: &str) -> PhoneNumberSpec {
         refer_url: None,
         refer_method: HttpMethod::Post,
         status_callback: None,
+        refer_target_allow: Vec::new(),
     }
 }
 

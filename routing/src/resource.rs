@@ -136,6 +136,17 @@ pub struct PhoneNumberSpec {
     #[serde(default)]
     pub refer_method: HttpMethod,
 
+    /// Which transfer targets a REFER on a call to this number may ask for: regular
+    /// expressions (Rust `regex` syntax), each matched against the whole `ReferTarget`
+    /// (the Refer-To user part, e.g. `+15551230002`) and against the whole Refer-To URI
+    /// (e.g. `sip:+15551230002@edge.example`); a target is allowed when any expression
+    /// matches either. Other targets are refused with 403 (toll-fraud protection). Empty
+    /// or absent: the edge's install-wide `--refer-target-allow` applies, and when that
+    /// is empty too, every target is allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
+    pub refer_target_allow: Vec<String>,
+
     /// Receives call status changes (Restcomm's StatusCallback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = URL_PATTERN))]

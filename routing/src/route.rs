@@ -89,6 +89,11 @@ pub struct Route {
     pub refer: Option<AppUrl>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_callback: Option<String>,
+    /// `referTargetAllow` of the PhoneNumber (see there). Defaulted so routes written
+    /// before the field existed still load (they allow what the install-wide default
+    /// allows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refer_target_allow: Vec<String>,
 }
 
 impl Route {
@@ -118,6 +123,30 @@ impl Route {
             voice_fallback: app(&spec.voice_fallback_url, spec.voice_fallback_method),
             refer: app(&spec.refer_url, spec.refer_method),
             status_callback: spec.status_callback.clone(),
+            refer_target_allow: spec.refer_target_allow.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_written_before_refer_target_allow_still_load() {
+        // A Redis entry written by an operator that did not know the field.
+        let old = r#"{"key":{"kind":"number","value":"+15551230001"},"owner":"telephony/a",
+            "voice":{"url":"http://apps.example/a.xml","method":"POST"}}"#;
+        let route: Route = serde_json::from_str(old).expect("an old route loads");
+        assert!(route.refer_target_allow.is_empty());
+        // And the field round-trips when set.
+        let mut with = route.clone();
+        with.refer_target_allow = vec![r"\+1555\d+".into()];
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(
+            json.contains(r#""referTargetAllow":["\\+1555\\d+"]"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Route>(&json).unwrap(), with);
     }
 }

@@ -136,6 +136,7 @@ mod tests {
             voice_fallback: None,
             refer: None,
             status_callback: None,
+            refer_target_allow: Vec::new(),
         }
     }
 

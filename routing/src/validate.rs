@@ -77,6 +77,20 @@ pub fn validate_spec(spec: &PhoneNumberSpec) -> Result<(), Vec<FieldError>> {
         errors.push(FieldError::new("priority", "applies to patterns only"));
     }
 
+    for (i, pattern) in spec.refer_target_allow.iter().enumerate() {
+        if pattern.is_empty() {
+            errors.push(FieldError::new(
+                "referTargetAllow",
+                format!("[{i}] must not be empty"),
+            ));
+        } else if let Err(e) = compile_pattern(pattern) {
+            errors.push(FieldError::new(
+                "referTargetAllow",
+                format!("[{i}] {pattern:?} is not a valid regular expression: {e}"),
+            ));
+        }
+    }
+
     let urls = [
         ("voiceUrl", Some(&spec.voice_url)),
         ("voiceFallbackUrl", spec.voice_fallback_url.as_ref()),
@@ -119,6 +133,7 @@ mod tests {
             refer_url: Some("file:refer.xml".into()),
             refer_method: HttpMethod::Post,
             status_callback: None,
+            refer_target_allow: Vec::new(),
         }
     }
 
@@ -181,6 +196,31 @@ mod tests {
         let mut s = spec();
         s.phone_number = Some("+1 555 123".into());
         assert_eq!(fields(&s), ["phoneNumber"]);
+    }
+
+    #[test]
+    fn refer_target_allow_accepts_regexes_and_names_each_bad_one() {
+        let mut s = spec();
+        s.refer_target_allow = vec![r"\+1555\d{7}".into(), "sip:.*@pbx\\.example".into()];
+        assert_eq!(validate_spec(&s), Ok(()));
+        s.refer_target_allow = vec!["ok".into(), "(unclosed".into(), String::new()];
+        let errors = validate_spec(&s).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().all(|e| e.field == "referTargetAllow"));
+        assert!(
+            errors[0].message.starts_with("[1] \"(unclosed\""),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(errors[1].message, "[2] must not be empty");
+    }
+
+    #[test]
+    fn refer_target_allow_is_anchored_to_the_whole_target() {
+        let re = compile_pattern(r"\+1555\d{7}").unwrap();
+        assert!(re.is_match("+15551230002"));
+        assert!(!re.is_match("+155512300029"));
+        assert!(!re.is_match("011+15551230002"));
     }
 
     #[test]

@@ -480,6 +480,21 @@ def test_external_redis_url_and_password_from_a_secret():
     assert env(container(r, fullname("-edge"), "edge"))["SWITCHYARD_OUTBOUND_PROXY"]["value"] == "trunk.example.com:5060"
 
 
+def test_refer_target_allow_becomes_one_flag_per_pattern_before_extra_args():
+    default = container(render(), fullname("-edge"), "edge")
+    assert not any(a.startswith("--refer-target-allow") for a in default.get("args", []))
+    values = {"edge": {"referTargetAllow": [r"\+1555\d{7}", "sip:.*@pbx\\.example"], "extraArgs": ["--log-format=json"]}}
+    chart().validate_schema(values)
+    edge = container(render(values), fullname("-edge"), "edge")
+    assert edge["args"] == [
+        r"--refer-target-allow=\+1555\d{7}",
+        "--refer-target-allow=sip:.*@pbx\\.example",
+        "--log-format=json",
+    ]
+    with pytest.raises(helm.HelmValuesError, match="referTargetAllow"):
+        chart().validate_schema({"edge": {"referTargetAllow": [""]}})
+
+
 def test_bundled_redis_is_a_single_node_statefulset_behind_a_service():
     r = rendered_set("bundled-redis")
     sts = r.one("StatefulSet", fullname("-redis"))

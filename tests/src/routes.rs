@@ -21,6 +21,7 @@ pub fn number_route(number: &str, voice_url: &str, refer_url: Option<&str>) -> R
         voice_fallback: None,
         refer: refer_url.map(app),
         status_callback: None,
+        refer_target_allow: Vec::new(),
     }
 }
 

@@ -333,9 +333,13 @@ impl Ua {
             )
         );
         self.send(to, &text);
+        let cseq = format!("{} {method}", self.cseq);
         loop {
             let answer = self.receive(Duration::from_secs(10))?;
-            if answer.code >= 200 {
+            // Skip what answers something else: a retransmitted 2xx to our INVITE (the
+            // callee's ACK was late and the edge relayed its retransmission) is not the
+            // answer to this request.
+            if answer.code >= 200 && answer.header("CSeq").is_some_and(|c| c == cseq) {
                 return Some(answer);
             }
         }

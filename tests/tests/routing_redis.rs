@@ -31,6 +31,7 @@ fn route(key: RouteKey, owner: &str, app: &str) -> Route {
             method: HttpMethod::Get,
         }),
         status_callback: None,
+        refer_target_allow: Vec::new(),
     }
 }
 

@@ -695,3 +695,142 @@ fn a_transfer_whose_edge_dies_is_ended_cleanly_by_the_other() {
         one.logs()
     );
 }
+
+/// An answered call to number A (Alice a raw UA, Bob sipp) on an edge started with
+/// `edge_args`, number A declaring `refer_target_allow` (YAML flow list, empty: none);
+/// its refer application hangs up, so an accepted REFER ends the call.
+fn call_with_refer_policy(
+    refer_target_allow: &str,
+    edge_args: &[&str],
+) -> (AppServer, switchyard_tests::sipp::RunningSipp, Edge, Call) {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_answer.xml");
+    app.rcml(
+        "/voice",
+        &format!(
+            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
+            bob.addr
+        ),
+    );
+    app.rcml("/refer", "<Response><Hangup/></Response>");
+    let dir = scratch_dir();
+    let allow = if refer_target_allow.is_empty() {
+        String::new()
+    } else {
+        format!("  referTargetAllow: {refer_target_allow}\n")
+    };
+    write(
+        &dir,
+        "number-a.yaml",
+        &format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: PhoneNumber\nmetadata: {{name: number-a, namespace: telephony}}\nspec:\n  phoneNumber: \"{NUMBER_A}\"\n  voiceUrl: {}\n  referUrl: {}\n{allow}",
+            app.url("/voice"),
+            app.url("/refer")
+        ),
+    );
+    let mut args = vec!["--phone-numbers", dir.to_str().unwrap_or_default()];
+    args.extend_from_slice(edge_args);
+    let edge = Edge::start(&args);
+    let call = answered_call(&edge);
+    (app, bob, edge, call)
+}
+
+/// A denied target: 403 with a Reason, counted, the refer application never fetched.
+fn assert_target_denied(app: &AppServer, call: &mut Call, refer_to: &str) {
+    let answer = call
+        .alice
+        .request(
+            call.edge_addr,
+            "REFER",
+            NUMBER_A,
+            &call.tag,
+            &format!("Refer-To: {refer_to}\r\n"),
+        )
+        .expect("an answer to the REFER");
+    assert_eq!(answer.code, 403, "{}", answer.text);
+    assert!(
+        answer
+            .text
+            .contains("Reason: SIP;cause=403;text=\"transfer target not allowed"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        app.wait_for("/refer", Duration::from_millis(300)).is_none(),
+        "a denied REFER does not reach the refer application"
+    );
+}
+
+/// After denials, an allowed target still goes through: 202, the refer application gets
+/// it, and (it hangs up) the call ends for both parties.
+fn assert_target_allowed(
+    app: &AppServer,
+    bob: switchyard_tests::sipp::RunningSipp,
+    call: &mut Call,
+    refer_to: &str,
+    target: &str,
+) {
+    let answer = call
+        .alice
+        .request(
+            call.edge_addr,
+            "REFER",
+            NUMBER_A,
+            &call.tag,
+            &format!("Refer-To: {refer_to}\r\n"),
+        )
+        .expect("an answer to the REFER");
+    assert_eq!(answer.code, 202, "allowed target: {}", answer.text);
+    let request = app
+        .wait_for("/refer", Duration::from_secs(10))
+        .expect("the refer application is fetched");
+    assert_eq!(
+        request.params.get("ReferTarget").map(String::as_str),
+        Some(target),
+        "{:?}",
+        request.params
+    );
+    assert!(call.alice.wait_for_request("BYE", Duration::from_secs(10)));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+}
+
+#[test]
+fn refer_target_allow_of_the_number_admits_its_targets_and_refuses_the_rest() {
+    let (app, bob, edge, mut call) = call_with_refer_policy(
+        r#"['\+1555123000[2-9]', 'sip:desk-[0-9]+@.*']"#,
+        &[
+            // The number's own list replaces the install-wide one.
+            "--refer-target-allow",
+            ".*",
+        ],
+    );
+    // Premium-rate number, a prefix of an allowed one, an allowed one with a suffix.
+    assert_target_denied(&app, &mut call, "<sip:+19005550100@h>");
+    assert_target_denied(&app, &mut call, "<sip:+1555123000@h>");
+    assert_target_denied(&app, &mut call, "<tel:+155512300029>");
+    assert_eq!(
+        edge.metric(
+            "switchyard_edge_transfers_total{reason=\"target_not_allowed\",result=\"rejected\"}"
+        ),
+        3.0
+    );
+    // Nothing changed: the call is still up, and an allowed target goes through.
+    let number_b = format!("<sip:{NUMBER_B}@{}>", call.edge_addr);
+    assert_target_allowed(&app, bob, &mut call, &number_b, NUMBER_B);
+}
+
+#[test]
+fn the_install_wide_refer_target_allow_applies_to_numbers_without_their_own() {
+    let (app, bob, edge, mut call) =
+        call_with_refer_policy("", &["--refer-target-allow", r"sip:desk-\d{1,3}@.*"]);
+    assert_target_denied(&app, &mut call, "<sip:+19005550100@h>");
+    assert_target_denied(&app, &mut call, "<sip:desk-1234@h>");
+    assert_eq!(
+        edge.metric(
+            "switchyard_edge_transfers_total{reason=\"target_not_allowed\",result=\"rejected\"}"
+        ),
+        2.0
+    );
+    // Matched on the whole Refer-To URI (the comma in `{1,3}` survives the flag).
+    assert_target_allowed(&app, bob, &mut call, "<sip:desk-42@h>", "desk-42");
+}

@@ -47,6 +47,9 @@ pub struct Services {
     /// This process's name (owner of the calls it sets up).
     pub pod: String,
     pub account_sid: String,
+    /// Install-wide REFER target policy (`--refer-target-allow`), for numbers without
+    /// their own `referTargetAllow`. Empty: every target is allowed.
+    pub refer_target_allow: Vec<regex::Regex>,
     draining: AtomicBool,
 }
 
@@ -62,6 +65,7 @@ impl Services {
         outbound_proxy: String,
         pod: String,
         account_sid: String,
+        refer_target_allow: Vec<regex::Regex>,
     ) -> Arc<Self> {
         Arc::new(Services {
             sip,
@@ -73,6 +77,7 @@ impl Services {
             outbound_proxy,
             pod,
             account_sid,
+            refer_target_allow,
             draining: AtomicBool::new(false),
         })
     }

@@ -122,6 +122,28 @@ pub fn parse_refer_to(value: Option<&str>) -> Result<ReferTo, Refusal> {
     Ok(ReferTo { uri, target })
 }
 
+/// The REFER target policy (toll fraud: a transferor must not make the edge dial any
+/// number it likes). The number's own `referTargetAllow` applies when it has one,
+/// otherwise the install-wide `--refer-target-allow`; neither: every target is allowed.
+/// A target is allowed when a pattern matches the whole ReferTarget (the user part) or
+/// the whole Refer-To URI. A route pattern that does not compile (the operator validates
+/// them, so only a hand-written Redis entry can have one) matches nothing: fail closed.
+pub fn target_allowed(refer_to: &ReferTo, route: &[String], default: &[regex::Regex]) -> bool {
+    let matches = |re: &regex::Regex| re.is_match(&refer_to.target) || re.is_match(&refer_to.uri);
+    if route.is_empty() {
+        return default.is_empty() || default.iter().any(matches);
+    }
+    route.iter().any(
+        |pattern| match switchyard_routing::validate::compile_pattern(pattern) {
+            Ok(re) => matches(&re),
+            Err(error) => {
+                warn!(%pattern, %error, "referTargetAllow pattern does not compile: ignored");
+                false
+            }
+        },
+    )
+}
+
 fn reject(tx: &ServerTransaction, refusal: &Refusal) {
     info!(
         code = refusal.code,
@@ -159,6 +181,20 @@ pub async fn refer(
                 403,
                 "the number has no referUrl: transfers are not allowed",
                 "no_refer_url",
+            ),
+        );
+    }
+    if !target_allowed(
+        &refer_to,
+        &record.route.refer_target_allow,
+        &services.refer_target_allow,
+    ) {
+        return reject(
+            &tx,
+            &refuse(
+                403,
+                "transfer target not allowed by referTargetAllow",
+                "target_not_allowed",
             ),
         );
     }
@@ -864,5 +900,41 @@ mod tests {
             )),
             501
         );
+    }
+
+    #[test]
+    fn refer_target_policy_route_first_then_default_then_open() {
+        let refer_to = parse_refer_to(Some("<sip:+15551230002@edge.example>")).unwrap();
+        let compiled = |ps: &[&str]| -> Vec<regex::Regex> {
+            ps.iter()
+                .map(|p| switchyard_routing::validate::compile_pattern(p).unwrap())
+                .collect()
+        };
+        let strings = |ps: &[&str]| -> Vec<String> { ps.iter().map(|p| p.to_string()).collect() };
+        // Neither: open (as before the policy existed).
+        assert!(target_allowed(&refer_to, &[], &[]));
+        // The default alone, on the user part or on the whole URI.
+        assert!(target_allowed(&refer_to, &[], &compiled(&[r"\+1555\d{7}"])));
+        assert!(target_allowed(
+            &refer_to,
+            &[],
+            &compiled(&[r"sip:.*@edge\.example"])
+        ));
+        assert!(!target_allowed(&refer_to, &[], &compiled(&[r"\+1666\d+"])));
+        // Anchored: a prefix is not enough.
+        assert!(!target_allowed(&refer_to, &[], &compiled(&[r"\+1555"])));
+        // The number's own list replaces the default.
+        assert!(target_allowed(
+            &refer_to,
+            &strings(&[r"\+1555.*"]),
+            &compiled(&["nobody"])
+        ));
+        assert!(!target_allowed(
+            &refer_to,
+            &strings(&["carol"]),
+            &compiled(&[".*"])
+        ));
+        // A pattern that does not compile allows nothing.
+        assert!(!target_allowed(&refer_to, &strings(&["(+"]), &[]));
     }
 }

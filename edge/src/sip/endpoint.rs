@@ -2,8 +2,8 @@
 //! transaction, and hands new requests to the application (the transaction user).
 //!
 //! Checks done here, for every request, before the application sees it:
-//! - unparseable: 400 with a `Reason` when a response can be built, otherwise dropped
-//!   and counted;
+//! - unparseable: 400 with a `Reason` (416, 501 or 505 when `message::check_head` says
+//!   so) when a response can be built, otherwise dropped and counted;
 //! - missing or inconsistent Call-ID, CSeq, From, To or Via branch: 400 with a `Reason`;
 //! - Max-Forwards 0 on a request the edge would forward: 483;
 //! - the top Via gets `received` and `rport` (RFC 3581) so answers reach phones behind
@@ -73,7 +73,7 @@ impl<A: Application> Endpoint<A> {
                 let answer = error
                     .head
                     .as_ref()
-                    .and_then(|head| response_to_raw(head, 400, &error.reason));
+                    .and_then(|head| response_to_raw(head, error.status, &error.reason));
                 match answer {
                     Some(bytes) => {
                         let method = error
@@ -81,7 +81,7 @@ impl<A: Application> Endpoint<A> {
                             .as_ref()
                             .and_then(|h| h.method())
                             .unwrap_or("UNKNOWN");
-                        METRICS.response_sent(method, 400);
+                        METRICS.response_sent(method, error.status);
                         let to = error
                             .head
                             .as_ref()

@@ -11,8 +11,11 @@
 //!   an error.
 //!
 //! When the message cannot be parsed, [`ParseError`] keeps the raw head so that the
-//! caller can still answer 400 with a `Reason` when the request line and the headers a
-//! response needs are readable.
+//! caller can still answer with a `Reason` (400, or the more precise 416, 501 or 505 of
+//! [`check_head`]) when the request line and the headers a response needs are readable.
+//!
+//! The RFC 4475 / RFC 5118 torture messages (`tests/data/`) exercise all of this; see
+//! `edge/tests/torture.rs` for the verdict on each.
 
 use std::fmt;
 
@@ -26,6 +29,8 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct ParseError {
     pub reason: String,
+    /// The status a request gets for it (400 unless [`check_head`] knows better).
+    pub status: u16,
     /// The head as far as it could be split into lines; `None` when not even that.
     pub head: Option<RawHead>,
 }
@@ -128,6 +133,35 @@ pub fn split_list(value: &str) -> Vec<&str> {
     parts
 }
 
+/// Removes the linear whitespace RFC 3261 allows inside a Via value (around `/` of the
+/// sent-protocol, `:` of sent-by, `;` and `=` of parameters: RFC 4475 §3.1.1.1 has
+/// `SIP  /   2.0 /UDP 192.0.2.2`), which rsip's Via parser does not accept, and keeps a
+/// single space between the sent-protocol and sent-by.
+fn normalise_via(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let (mut space, mut after_separator, mut quoted) = (false, false, false);
+    for ch in value.chars() {
+        if quoted {
+            out.push(ch);
+            quoted = ch != '"';
+            continue;
+        }
+        if ch.is_whitespace() {
+            space = true;
+            continue;
+        }
+        let separator = matches!(ch, '/' | ':' | ';' | '=');
+        if space && !separator && !after_separator && !out.is_empty() {
+            out.push(' ');
+        }
+        out.push(ch);
+        space = false;
+        after_separator = separator;
+        quoted = ch == '"';
+    }
+    out
+}
+
 /// Where the head ends: the index of the blank line's end, if present.
 pub fn head_end(bytes: &[u8]) -> Option<usize> {
     bytes
@@ -164,8 +198,14 @@ pub fn parse_head(text: &str) -> RawHead {
     let mut split = Vec::with_capacity(headers.len());
     for (name, value) in headers {
         if is_list_header(&name) {
+            let via = name.eq_ignore_ascii_case("Via");
             for part in split_list(&value) {
-                split.push((name.clone(), part.to_owned()));
+                let part = if via {
+                    normalise_via(part)
+                } else {
+                    part.to_owned()
+                };
+                split.push((name.clone(), part));
             }
         } else {
             split.push((name, value));
@@ -175,6 +215,94 @@ pub fn parse_head(text: &str) -> RawHead {
         start_line,
         headers: split,
     }
+}
+
+/// Headers a message may carry once only (RFC 3261 §7.3.1, §20): with two, which one
+/// counts is ambiguous, and a proxy and a UA may disagree (RFC 4475 §3.3.8, §3.3.9).
+const SINGLETON_HEADERS: [&str; 6] = [
+    "Call-ID",
+    "CSeq",
+    "From",
+    "To",
+    "Content-Length",
+    "Max-Forwards",
+];
+
+/// What rsip would accept, or read differently than RFC 3261 says, checked on the raw
+/// head before rsip sees it. `Err((status, reason))`: the status a request gets.
+/// - a request line must be `Method SP Request-URI SP SIP/2.0`: another version is 505
+///   (RFC 3261 §21.5.6; RFC 4475 §3.1.2.16), a URI in `<>` is 400 (§3.1.2.7,
+///   rsip would take the brackets as part of the URI), a scheme other than sip, sips or
+///   tel is 416 (§3.3.2, §3.3.3);
+/// - a method rsip does not know (rsip 0.4 has no extension methods) is 501 (RFC 3261
+///   §8.2.1; RFC 4475 §3.1.1.2, §3.1.1.5), or 400 when its CSeq names another method
+///   (§3.1.2.18);
+/// - a header of [`SINGLETON_HEADERS`] twice is 400 (rsip would take the first);
+/// - From or To with an unterminated quoted string is 400 (§3.1.2.6: rsip would read
+///   the quote as part of a display name and carry on).
+pub fn check_head(head: &RawHead) -> Result<(), (u16, String)> {
+    if head.is_request() {
+        let parts: Vec<&str> = head.start_line.split(' ').collect();
+        if let [method, uri, version] = parts[..] {
+            if version != "SIP/2.0" {
+                return Err((505, format!("SIP version {version} is not supported")));
+            }
+            if uri.starts_with('<') {
+                return Err((400, "Request-URI enclosed in <>".into()));
+            }
+            let scheme = uri
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if !matches!(scheme.as_str(), "sip" | "sips" | "tel") {
+                return Err((416, format!("unsupported URI scheme {scheme:?}")));
+            }
+            if !Method::all().iter().any(|m| m.to_string() == method) {
+                let cseq_method = head
+                    .get("CSeq")
+                    .and_then(|c| c.split_whitespace().nth(1))
+                    .unwrap_or_default();
+                return Err(if cseq_method == method {
+                    (501, format!("method {method} is not implemented"))
+                } else {
+                    (
+                        400,
+                        format!("CSeq method {cseq_method} does not match the request method"),
+                    )
+                });
+            }
+        }
+        // Other shapes (extra spaces, a space inside the URI) are left to rsip, which
+        // refuses them (RFC 4475 §3.1.2.8, §3.1.2.9): 400.
+    }
+    for name in SINGLETON_HEADERS {
+        if head.all(name).nth(1).is_some() {
+            return Err((400, format!("more than one {name} header")));
+        }
+    }
+    for name in ["From", "To"] {
+        if let Some(value) = head.get(name)
+            && !quotes_balanced(value)
+        {
+            return Err((400, format!("unterminated quoted string in {name}")));
+        }
+    }
+    Ok(())
+}
+
+/// Whether every quoted string (with `\` escapes) in a header value is closed.
+fn quotes_balanced(value: &str) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for ch in value.chars() {
+        match ch {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+    }
+    !quoted
 }
 
 /// rsip 0.4 splits `host:port` at the first colon, so IPv6 references (`[2001:db8::1]`,
@@ -260,26 +388,36 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
         let head = std::str::from_utf8(bytes).ok().map(parse_head);
         return Err(ParseError {
             reason: reason.into(),
+            status: 400,
             head,
         });
     };
     if end > MAX_HEAD_BYTES {
         return Err(ParseError {
             reason: "message head too long".into(),
+            status: 400,
             head: None,
         });
     }
     let Ok(head_text) = std::str::from_utf8(&bytes[..end]) else {
         return Err(ParseError {
             reason: "message head is not UTF-8".into(),
+            status: 400,
             head: None,
         });
     };
     let head = parse_head(head_text);
     let fail = |reason: String| ParseError {
         reason,
+        status: 400,
         head: Some(head.clone()),
     };
+    if let Err((status, reason)) = check_head(&head) {
+        return Err(ParseError {
+            status,
+            ..fail(reason)
+        });
+    }
     let body = &bytes[end..];
     let body = match head.get("Content-Length") {
         Some(value) => {
@@ -298,6 +436,19 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
     };
     let mut canonical = String::with_capacity(end + 64);
     canonical.push_str(&head.start_line);
+    if !head.is_request() && head.start_line.split(' ').count() == 2 {
+        // `SIP/2.0 100 ` with an empty reason phrase is valid (RFC 4475 §3.1.1.13), but
+        // rsip's tokenizer needs one: supply the standard phrase (reasons are not
+        // relayed; `to_bytes` writes the RFC phrase anyway).
+        let code = head
+            .start_line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        canonical.push(' ');
+        canonical.push_str(reason_phrase(code));
+    }
     canonical.push_str("\r\n");
     for (name, value) in &head.headers {
         canonical.push_str(name);
@@ -530,6 +681,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Server Time-out",
+        505 => "Version Not Supported",
         600 => "Busy Everywhere",
         603 => "Decline",
         604 => "Does Not Exist Anywhere",
@@ -670,6 +822,38 @@ mod tests {
         assert!(out.contains("From: <sip:a@[::1]>;tag=a"), "{out}");
         assert_eq!(host_ip("127.0.0.1"), "127.0.0.1".parse().ok());
         assert_eq!(host_ip("example.com"), None);
+    }
+
+    #[test]
+    fn odd_start_lines_are_refused_without_panicking() {
+        for start in [
+            "SIP/2 1",
+            "SIP/",
+            "SIP/2.0 100",
+            "X",
+            "INVITE sip:a@b",
+            "  ",
+        ] {
+            let text = format!("{start}\r\nCall-ID: x\r\n\r\n");
+            let _ = parse(text.as_bytes());
+        }
+        let text = "SIP/2.0 180\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: x\r\n\r\n";
+        let Ok(SipMessage::Response(response)) = parse(text.as_bytes()) else {
+            panic!("a response without reason phrase parses")
+        };
+        assert_eq!(response.status_code.code(), 180);
+    }
+
+    #[test]
+    fn via_whitespace_is_normalised() {
+        assert_eq!(
+            normalise_via("SIP  /   2.0 /UDP     192.0.2.2 ;  branch =  z9hG4bK1 ; rport"),
+            "SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK1;rport"
+        );
+        assert_eq!(
+            normalise_via("SIP/2.0/TCP [2001:db8::1] : 5060;x=\"a  b\""),
+            "SIP/2.0/TCP [2001:db8::1]:5060;x=\"a  b\""
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ fn spec(number: Option<&str>, pattern: Option<&str>) -> PhoneNumberSpec {
         refer_url: Some("http://apps.example/refer.xml".into()),
         refer_method: HttpMethod::Post,
         status_callback: None,
+        refer_target_allow: Vec::new(),
     }
 }
 
