@@ -625,17 +625,19 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
     log(f"kamailio at {half} cps: {fmt_int(kam_half['cpu_us_per_call'])} us/call")
     stop(kam.proc, *[c.proc for c in callees])
 
-    write_results(results, {
+    figures = {
         "machine": machine, "started": started_at, "command": command, "pairs": pairs,
         "step_s": step_s, "hold_ms": hold_ms, "edge_steps": edge_steps,
         "edge_top": edge_top, "half": half, "edge_half": edge_half,
         "kam_steps": kam_steps, "kam_top": kam_top, "kam_half": kam_half,
-        "held": held_result, "binary": binary, "trace": trace,
-    })
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump({"edge_steps": edge_steps, "kam_steps": kam_steps, "held": held_result,
-                   "edge_half": edge_half, "kam_half": kam_half}, f, indent=1, default=str)
-    log(f"wrote {results}; raw figures in {workdir}/results.json")
+        "held": held_result, "trace": trace,
+    }
+    # Kept beside RESULTS.md so the document can be rebuilt (--rewrite) after editing
+    # bench/profile.md, without measuring again.
+    with open(os.path.join(BENCH, "results.json"), "w") as f:
+        json.dump(figures, f, indent=1)
+    write_results(results, figures)
+    log(f"wrote {results} and bench/results.json; logs in {workdir}")
     return 0
 
 
@@ -834,10 +836,16 @@ def main() -> int:
     parser.add_argument("--held", type=int, default=10000)
     parser.add_argument("--held-rate", type=float, default=300)
     parser.add_argument("--command", default="bash bench/run.sh")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="rebuild RESULTS.md from bench/results.json, measuring nothing")
     args = parser.parse_args()
     args.edge = os.path.abspath(args.edge)
     if args.smoke:
         return smoke(args.edge)
+    if args.rewrite:
+        with open(os.path.join(BENCH, "results.json")) as f:
+            write_results(args.results, json.load(f))
+        return 0
     return full(args.edge, args.results, args.pairs, args.step_seconds, args.held,
                 args.held_rate, args.command)
 

@@ -30,8 +30,9 @@ fi
 
 if [ "$smoke" -eq 1 ]; then
   # The smoke checks that the harness and the edge still work together, not speed: the
-  # debug build tests/run.sh has just made is enough and saves a release build in CI.
-  cargo build -q --locked -p switchyard-edge
+  # debug build tests/run.sh has just made is enough and saves a release build in CI
+  # (the same command as there, so the same features: nothing is rebuilt).
+  cargo build -q --locked --workspace --bins
   edge=target/debug/switchyard-edge
 else
   cargo build -q --locked --release -p switchyard-edge
