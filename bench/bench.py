@@ -696,7 +696,9 @@ def write_results(path: str, r: dict) -> None:
         "POST with the call's parameters is not cacheable).")
     add("- Kamailio: `bench/kamailio.cfg`, stateful (tm `t_relay`, `record_route`, "
         "`loose_route`), 2 UDP workers, no database. Same callers, callees and rates.")
-    add("- Setup latency: INVITE sent to 200 received, at the caller (sipp `rtd`). CPU: "
+    add("- Setup latency: INVITE sent to 200 received, at the caller (sipp `rtd`). sipp "
+        "reads its clock once per scheduling loop and on this machine it moves in 4 ms "
+        "steps: latencies are multiples of 4 ms, and 0.00 ms means under one step. CPU: "
         "utime+stime from `/proc/<pid>/stat` of the edge (of Kamailio's main process and "
         "all its children) from the start to the end of a step, over the calls completed.")
     add("- Redis round trips: `MONITOR` over 20 calls at 10 calls/s, counting the commands "
@@ -786,6 +788,12 @@ def write_results(path: str, r: dict) -> None:
             "machine is higher, and the sipp callers (each caller's CPU above) are then the "
             "limit, not Kamailio.")
         add("")
+    add("The few failed calls of the Kamailio ramp were, where looked at (sipp's "
+        "`FailedUnexpectedMessage`, during the hold), callers aborting on a 200 the callee "
+        "retransmitted because an ACK came late or was lost in a UDP buffer of the loaded "
+        "box; the caller scenario does not absorb a retransmitted 200, for either server. "
+        "Each step's sipp logs and CSVs are kept in the run's work directory.")
+    add("")
     add("Where a caller's CPU is near 100%, that sipp process (single-threaded) is the "
         "bottleneck of the step rather than the server under test; callees do as much work "
         "again. On 2 cores the server, Redis, the app server and the sipp processes share "
