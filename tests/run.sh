@@ -26,6 +26,7 @@ trap 'rm -f "$log" "$pylog"' EXIT
 echo "==> cargo test --workspace"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked 2>&1 | tee "$log"
+bash bench/run.sh --smoke  # the load benchmark's harness, a few seconds (bench/README.md)
 
 # The Helm chart: rendered and linted with Helm v4's Go SDK (helm-python-sdk), every object
 # validated with kubernetes-validate, in a virtualenv at .venv (made once, then reused).

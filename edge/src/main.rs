@@ -18,6 +18,12 @@ use switchyard_edge::sip::transaction::{Context, TransactionTable};
 use switchyard_edge::sip::transport::Transport;
 use switchyard_edge::{app, http, telemetry};
 
+// A call allocates and frees many small buffers (SIP messages, JSON records, Redis
+// commands) on two tokio workers; with glibc's allocator that was the largest user-space
+// cost in the benchmark's profile (bench/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init();

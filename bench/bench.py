@@ -1,0 +1,892 @@
+#!/usr/bin/env python3
+"""Switchyard load benchmark driver (started by bench/run.sh, which builds and installs).
+
+Real processes only: redis-server, the edge binary, sipp callers and callees, an RCML
+application server (bench/app_server.py) and, in the full run, Kamailio as a baseline.
+Every figure is measured in this run; nothing is copied from an earlier one.
+
+  bench.py --edge PATH --smoke          a handful of calls through the edge on Redis;
+                                        exits non-zero unless every call completed
+  bench.py --edge PATH --results FILE   the full run; rewrites FILE (bench/RESULTS.md)
+"""
+import argparse
+import atexit
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+SCENARIOS = os.path.join(BENCH, "scenarios")
+NUMBER_BASE = 15550100000  # numbers +15550100000, +15550100001, ...: one per sipp pair
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+started: list[subprocess.Popen] = []
+
+
+def cleanup() -> None:
+    # Only what this script started, newest first, by pid.
+    for proc in reversed(started):
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.time() + 5
+    for proc in reversed(started):
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+atexit.register(cleanup)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (SIP uses both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                    udp.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+def spawn(args, workdir, name, env=None) -> subprocess.Popen:
+    out = open(os.path.join(workdir, f"{name}.log"), "wb")
+    proc = subprocess.Popen(
+        args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=workdir, env=env,
+    )
+    started.append(proc)
+    return proc
+
+
+def wait_for(what: str, check, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"bench: {what} did not happen within {timeout:.0f} s")
+
+
+# ---------------------------------------------------------------- /proc measurements
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process (all its threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_seconds(pids) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            total += cpu_ticks(pid)
+        except FileNotFoundError:
+            pass
+    return total / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def children_of(pid: int) -> list[int]:
+    """pid and every descendant (Kamailio forks its workers)."""
+    result = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if ppid == pid:
+                result += children_of(int(entry))
+    return result
+
+
+# ---------------------------------------------------------------- Redis
+
+class Redis:
+    def __init__(self, workdir: str):
+        self.port = free_port()
+        self.proc = spawn(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            workdir, "redis",
+        )
+        wait_for("redis-server answering", lambda: self.cli("PING") == "PONG")
+        self.url = f"redis://127.0.0.1:{self.port}/"
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True, text=True,
+        )
+        return out.stdout.strip()
+
+    def info(self, section: str) -> dict[str, str]:
+        fields = {}
+        for line in self.cli("INFO", section).splitlines():
+            if ":" in line and not line.startswith("#"):
+                key, value = line.split(":", 1)
+                fields[key] = value.strip()
+        return fields
+
+    def commandstats(self) -> dict[str, int]:
+        """calls per command name (cmdstat_evalsha -> evalsha)."""
+        counts = {}
+        for key, value in self.info("commandstats").items():
+            match = re.match(r"calls=(\d+)", value)
+            if key.startswith("cmdstat_") and match:
+                counts[key[len("cmdstat_"):]] = int(match.group(1))
+        return counts
+
+    def used_memory(self) -> int:
+        return int(self.info("memory")["used_memory"])
+
+    def program_routes(self, routes: list[tuple[str, str]]) -> None:
+        """Writes the routing table the way the operator's full sync leaves it
+        (routing/src/redis_table.rs): entries and owners hashes, generation, epoch, and
+        a change notification. The edge loads it when it starts (and would reload on the
+        notification or its 5 s version poll)."""
+        for number, voice_url in routes:
+            owner = f"bench/{number.lstrip('+')}"
+            route = {
+                "key": {"kind": "number", "value": number},
+                "owner": owner,
+                "priority": 0,
+                "voice": {"url": voice_url, "method": "POST"},
+            }
+            field = f"n:{number}"
+            self.cli("HSET", "sy:v1:{routes}:entries", field, json.dumps(route))
+            self.cli("HSET", "sy:v1:{routes}:owners", owner, field)
+        epoch = os.urandom(8).hex()
+        self.cli("SET", "sy:v1:{routes}:epoch", epoch)
+        generation = self.cli("INCR", "sy:v1:{routes}:generation")
+        self.cli("PUBLISH", "sy:v1:routes:changes", f"{epoch}:{generation}")
+
+
+# ---------------------------------------------------------------- servers under test
+
+class AppServer:
+    """One RCML document per sipp pair: /p<k> dials the callee of pair k."""
+
+    def __init__(self, workdir: str, callees: list[int]):
+        port_file = os.path.join(workdir, "app.port")
+        doc_file = os.path.join(workdir, "app.json")
+        docs = {
+            f"/p{k}": (
+                '<?xml version="1.0"?><Response><Dial>'
+                f"<Sip>sip:callee@127.0.0.1:{port}</Sip></Dial></Response>"
+            )
+            for k, port in enumerate(callees)
+        }
+        with open(doc_file, "w") as f:
+            json.dump(docs, f)
+        self.proc = spawn(
+            [sys.executable, os.path.join(BENCH, "app_server.py"), port_file, doc_file],
+            workdir, "app",
+        )
+        wait_for("the RCML app server listening",
+                 lambda: os.path.exists(port_file) and os.path.getsize(port_file) > 0)
+        with open(port_file) as f:
+            self.port = int(f.read())
+
+    def url(self, k: int) -> str:
+        return f"http://127.0.0.1:{self.port}/p{k}"
+
+
+class Edge:
+    def __init__(self, binary: str, workdir: str, redis: Redis):
+        self.sip_port = free_port()
+        self.metrics_port = free_port()
+        # Default log level (info), as deployed; the log goes to a file.
+        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+        self.proc = spawn(
+            [binary, "--sip-listen", f"127.0.0.1:{self.sip_port}",
+             "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+             "--redis-url", redis.url, "--pod-name", "bench-edge"],
+            workdir, "edge", env=env,
+        )
+        wait_for("the edge ready (routing table loaded)", self.ready)
+        self.pid = self.proc.pid
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}{path}", timeout=2
+            ) as r:
+                return r.status, r.read().decode()
+        except OSError:
+            return 0, ""
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise SystemExit("bench: the edge exited; see its log")
+        return self.get("/readyz")[0] == 200
+
+    def metric(self, sample: str) -> float:
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def pids(self) -> list[int]:
+        return [self.pid]
+
+
+class Kamailio:
+    def __init__(self, workdir: str, callees: list[int]):
+        # One proxy for every sipp pair, as for the edge: the route block sends each
+        # INVITE to the callee of the number dialled (the @CALLEES@ lines).
+        self.port = free_port()
+        with open(os.path.join(BENCH, "kamailio.cfg")) as f:
+            template = f.read()
+        dispatch = "\n".join(
+            f'\tif ($rU == "+{NUMBER_BASE + k}") {{ $du = "sip:127.0.0.1:{port}"; }}'
+            for k, port in enumerate(callees)
+        )
+        config = template.replace("@PORT@", str(self.port)).replace("@CALLEES@", dispatch)
+        path = os.path.join(workdir, "kamailio.cfg")
+        with open(path, "w") as f:
+            f.write(config)
+        check = subprocess.run(["kamailio", "-c", "-f", path], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise SystemExit(f"bench: kamailio.cfg does not check:\n{check.stderr}")
+        # -DD: stay in the foreground but fork the workers; -E: log to stderr (the log file).
+        self.proc = spawn(["kamailio", "-DD", "-E", "-f", path, "-Y", workdir, "-P",
+                           os.path.join(workdir, "kamailio.pid"),
+                           "-m", "256", "-M", "16"], workdir, "kamailio")
+        time.sleep(1.5)
+        if self.proc.poll() is not None:
+            raise SystemExit("bench: kamailio exited; see its log")
+        self.pid = self.proc.pid
+        self.sip_port = self.port
+
+    def pids(self) -> list[int]:
+        return children_of(self.pid)
+
+
+# ---------------------------------------------------------------- sipp
+
+class Uas:
+    def __init__(self, workdir: str, name: str):
+        self.port = free_port()
+        self.proc = spawn(
+            ["sipp", "-sf", os.path.join(SCENARIOS, "uas_answer.xml"),
+             "-i", "127.0.0.1", "-p", str(self.port), "-t", "u1", "-nostdin",
+             "-max_recv_loops", "5000", "-max_sched_loops", "5000"],
+            workdir, name,
+        )
+        # Ready once sipp holds its UDP port.
+        def bound() -> bool:
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.bind(("127.0.0.1", self.port))
+                return False
+            except OSError:
+                return True
+        wait_for("a sipp callee bound", bound, 10)
+
+
+def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: int,
+                hold_ms: int, tag: str, server_pids, sample=None) -> dict:
+    """Runs one sipp caller per pair (rate and calls split evenly), each dialling its own
+    number, and measures the server under test over the run."""
+    per_rate = rate / pairs
+    per_calls = max(1, calls // pairs)
+    stepdir = os.path.join(workdir, tag)
+    os.makedirs(stepdir, exist_ok=True)
+    expected_s = per_calls / per_rate + hold_ms / 1000
+    cpu0 = cpu_seconds(server_pids)
+    procs = []
+    t0 = time.time()
+    for k in range(pairs):
+        args = ["sipp", "-sf", os.path.join(SCENARIOS, "uac_call.xml"),
+                "-s", f"+{NUMBER_BASE + k}", "-i", "127.0.0.1", "-p", str(free_port()),
+                "-t", "u1", "-r", f"{per_rate:g}", "-m", str(per_calls),
+                "-d", str(hold_ms), "-l", str(per_calls + 10),
+                "-max_recv_loops", "5000", "-max_sched_loops", "5000",
+                # A callee's 200 retransmitted (its ACK late or lost in a UDP buffer of
+                # the loaded box) may reach the caller during the hold; sipp aborts the
+                # call on it by default, failing calls the server carried correctly. A
+                # call that really goes wrong still never completes and is counted.
+                "-default_behaviors", "all,-abortunexp",
+                "-timeout", f"{int(expected_s * 3 + 30)}s", "-nostdin",
+                "-trace_stat", "-stf", f"stat{k}.csv", "-fd", "1",
+                "-trace_rtt", "-rtt_freq", "1",
+                f"127.0.0.1:{target_port}"]
+        out = open(os.path.join(stepdir, f"uac{k}.log"), "wb")
+        proc = subprocess.Popen(args, cwd=stepdir, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        started.append(proc)
+        procs.append(proc)
+    sipp_pids = [p.pid for p in procs]
+    sipp_cpu0 = cpu_seconds(sipp_pids)
+    sipp_cpu = sipp_cpu0
+    samples = []
+    # sipp's own -timeout did not always stop a caller whose calls were stuck (seen once
+    # past an overloaded step, with abortunexp off): past this the step is given up and
+    # its unfinished calls count as not completed.
+    deadline = t0 + expected_s * 3 + 60
+    while any(p.poll() is None for p in procs):
+        if time.time() > deadline:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        sipp_cpu = max(sipp_cpu, cpu_seconds(sipp_pids))
+        if sample:
+            samples.append(sample())
+        time.sleep(0.5 if sample else 0.05)
+    elapsed = time.time() - t0
+    cpu = cpu_seconds(server_pids) - cpu0
+    ok = failed = 0
+    rtts = []
+    for k in range(pairs):
+        stat = os.path.join(stepdir, f"stat{k}.csv")
+        if os.path.exists(stat):
+            with open(stat) as f:
+                rows = [line.rstrip("\n").split(";") for line in f if line.strip()]
+            header, last = rows[0], rows[-1]
+            ok += int(last[header.index("SuccessfulCall(C)")])
+            failed += int(last[header.index("FailedCall(C)")])
+    for name in os.listdir(stepdir):
+        if name.endswith("_rtt.csv"):
+            with open(os.path.join(stepdir, name)) as f:
+                for line in f:
+                    parts = line.strip().split(";")
+                    try:
+                        rtts.append((float(parts[0]), float(parts[1])))
+                    except (ValueError, IndexError):
+                        continue
+    attempted = per_calls * pairs
+    setups = sorted(r for _, r in rtts)
+    times = sorted(t for t, _ in rtts)
+    # The rate the callers really sustained: answered calls over the span of answers.
+    span = (times[-1] - times[0]) / 1000 if len(times) > 1 else 0
+    achieved = (len(times) - 1) / span if span > 0 else 0.0
+    pct = lambda p: setups[min(len(setups) - 1, int(len(setups) * p))] if setups else None
+    return {
+        "rate": rate, "attempted": attempted, "ok": ok, "failed": failed,
+        "completed": ok / attempted if attempted else 0.0,
+        "achieved_rate": achieved, "elapsed": elapsed, "cpu_s": cpu,
+        "cpu_us_per_call": cpu * 1e6 / ok if ok else None,
+        "sipp_cpu_pct": (sipp_cpu - sipp_cpu0) / elapsed * 100 / pairs if elapsed else 0,
+        "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99),
+        "samples": samples,
+    }
+
+
+def sustained(step: dict) -> bool:
+    return step["completed"] >= 0.999 and step["achieved_rate"] >= 0.95 * step["rate"]
+
+
+# ---------------------------------------------------------------- scenarios
+
+def setup_edge(binary: str, workdir: str, pairs: int):
+    redis = Redis(workdir)
+    callees = [Uas(workdir, f"uas{k}") for k in range(pairs)]
+    app = AppServer(workdir, [c.port for c in callees])
+    redis.program_routes([(f"+{NUMBER_BASE + k}", app.url(k)) for k in range(pairs)])
+    edge = Edge(binary, workdir, redis)
+    return redis, callees, app, edge
+
+
+def smoke(binary: str) -> int:
+    workdir = tempfile.mkdtemp(prefix="switchyard-bench-smoke-")
+    redis, _, _, edge = setup_edge(binary, workdir, 1)
+    calls = 20
+    step = run_callers(workdir, edge.sip_port, 1, 20, calls, 100, "smoke", edge.pids())
+    commands = sum(redis.commandstats().values())
+    log(f"smoke: {step['ok']}/{step['attempted']} calls completed, {step['failed']} failed, "
+        f"setup p50 {fmt_ms(step['p50'])} p99 {fmt_ms(step['p99'])}, "
+        f"edge CPU {fmt_int(step['cpu_us_per_call'])} us/call, {commands} Redis commands")
+    if step["ok"] != calls or step["failed"]:
+        log(f"smoke FAILED: see {workdir}")
+        return 1
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def fmt_ms(value) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def fmt_int(value) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def stop(*procs) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def commands_per_call(before: dict, after: dict, calls: int) -> tuple[dict, float, float]:
+    """Commands per call by name, total commands and round trips per call. The store
+    pipelines a timer's ZADDs with the script they accompany (docs/call-state.md), so
+    every ZADD rides on another command's round trip: round trips = commands - ZADDs."""
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    delta = {k: v for k, v in delta.items() if v > 0 and k not in ("info",)}
+    total = sum(delta.values())
+    trips = total - delta.get("zadd", 0)
+    return ({k: v / calls for k, v in sorted(delta.items())}, total / calls, trips / calls)
+
+
+def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
+                      calls: int) -> dict:
+    """What the edge sends to Redis for a call, from MONITOR over a few calls at a low
+    rate. MONITOR marks commands run inside a script `[... lua]`, so they are told apart
+    from the ones the edge sent; only commands on a call's keys count (not the timer
+    poll or the routing-table version check, which do not grow with calls). A timer's
+    ZADDs travel in the same pipeline as the script they go with (docs/call-state.md),
+    so round trips = commands sent - ZADDs."""
+    path = os.path.join(workdir, "monitor.log")
+    with open(path, "wb") as out:
+        monitor = subprocess.Popen(["redis-cli", "-p", str(redis.port), "MONITOR"],
+                                   stdout=out, stderr=subprocess.DEVNULL)
+        started.append(monitor)
+        time.sleep(0.3)
+        step = run_callers(workdir, target_port, pairs, 10, calls, 100, "monitor", [])
+        time.sleep(0.5)
+        stop(monitor)
+    sent: dict[str, int] = {}
+    in_scripts = 0
+    with open(path, errors="replace") as f:
+        for line in f:
+            if "sy:v1:call:" not in line and "sy:v1:dlg:" not in line \
+                    and not ('"ZADD"' in line.upper() and "sy:v1:timers" in line):
+                continue
+            if " lua]" in line:
+                in_scripts += 1
+                continue
+            match = re.search(r'\] "([A-Za-z]+)"', line)
+            if match:
+                name = match.group(1).lower()
+                sent[name] = sent.get(name, 0) + 1
+    ok = max(1, step["ok"])
+    total = sum(sent.values())
+    return {
+        "calls": step["ok"], "sent": {k: v / ok for k, v in sorted(sent.items())},
+        "sent_per_call": total / ok, "in_scripts_per_call": in_scripts / ok,
+        "round_trips_per_call": (total - sent.get("zadd", 0)) / ok,
+    }
+
+
+def ramp(workdir, target_port, pairs, rates, step_s, hold_ms, pids, tag, redis=None,
+         keep_going_after=None):
+    """Steps up the offered rate until a step is not sustained (<99.9% completed, or the
+    callers could not keep the rate)."""
+    steps = []
+    for rate in rates:
+        before = redis.commandstats() if redis else None
+        step = run_callers(workdir, target_port, pairs, rate, int(rate * step_s), hold_ms,
+                           f"{tag}-{rate}", pids)
+        if redis:
+            step["commands"] = commands_per_call(before, redis.commandstats(),
+                                                 max(1, step["ok"]))
+        steps.append(step)
+        log(f"{tag} {rate} cps: {step['ok']}/{step['attempted']} ok, achieved "
+            f"{step['achieved_rate']:.0f} cps, p50 {fmt_ms(step['p50'])} p99 "
+            f"{fmt_ms(step['p99'])}, {fmt_int(step['cpu_us_per_call'])} us CPU/call, "
+            f"callers at {step['sipp_cpu_pct']:.0f}% CPU each")
+        if not sustained(step):
+            break
+        time.sleep(1)
+    return steps
+
+
+def top_rate(steps) -> float:
+    good = [s["rate"] for s in steps if sustained(s)]
+    return max(good) if good else 0
+
+
+def held_calls(workdir, edge: Edge, redis: Redis, pairs: int, count: int, rate: float):
+    """Sets up `count` calls at `rate` and holds each long enough that all are up at once
+    for 45 s after the last one is set up: longer than the 32 s (64 x T1) that a call's
+    INVITE transactions stay in the Accepted state, so the end of the plateau shows what
+    the held calls themselves cost, not the set-up traffic of the last 32 s."""
+    ramp_s = count / rate
+    hold_ms = int(ramp_s * 1000) + 45000
+    rss0 = rss_kib(edge.pid)
+    mem0 = redis.used_memory()
+    t0 = time.time()
+
+    def sample():
+        return (time.time() - t0, edge.metric("switchyard_edge_calls_active"),
+                rss_kib(edge.pid), redis.used_memory())
+
+    step = run_callers(workdir, edge.sip_port, pairs, rate, count, hold_ms, "held",
+                       edge.pids(), sample=sample)
+    samples = step["samples"]
+    # The plateau's end: the last sample before calls started ending.
+    full_samples = [s for s in samples if s[1] >= 0.999 * count] or samples or [(0, 0, rss0, mem0)]
+    end = full_samples[-1]
+    building = [s for s in samples if s[0] <= ramp_s + 1]
+    levels = []
+    for level in (1000, 2500, 5000, 7500, 10000):
+        near = [s for s in building if s[1] >= level]
+        if near:
+            levels.append(near[0])
+    return {
+        "count": count, "rate": rate, "hold_ms": hold_ms, "ok": step["ok"],
+        "failed": step["failed"], "peak_active": end[1], "rss0": rss0, "mem0": mem0,
+        "rss_peak": max(s[2] for s in building) if building else end[2],
+        "rss_end": end[2], "end_s": end[0], "ramp_s": ramp_s, "mem_peak": end[3],
+        "redis_bytes_per_call": (end[3] - mem0) / end[1] if end[1] else None,
+        "levels": levels,
+    }
+
+
+def versions() -> dict:
+    def first_line(cmd):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            return (out.stdout or out.stderr).strip().splitlines()[0].strip()
+        except (OSError, IndexError):
+            return "n/a"
+    model = "n/a"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem = f.readline().split()[1]
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu": model,
+        "memory": f"{int(mem) // 1024} MiB",
+        "kernel": platform.release(),
+        "rustc": first_line(["rustc", "--version"]),
+        "sipp": first_line(["sipp", "-v"]).replace("SIPp ", ""),
+        "redis": first_line(["redis-server", "--version"]),
+        "kamailio": first_line(["kamailio", "-v"]),
+        "python": platform.python_version(),
+    }
+
+
+def full(binary: str, results: str, pairs: int, step_s: float, held: int,
+         held_rate: float, command: str) -> int:
+    workdir = tempfile.mkdtemp(prefix="switchyard-bench-")
+    log(f"work directory {workdir}")
+    machine = versions()
+    started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    rates = [100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1400, 1700, 2000, 2500, 3000,
+             3500, 4000]
+    hold_ms = 300
+
+    # The edge: Redis store, RCML over HTTP from the local app server.
+    redis, callees, app, edge = setup_edge(binary, workdir, pairs)
+    warm = run_callers(workdir, edge.sip_port, pairs, 20, 40, 100, "edge-warmup", edge.pids())
+    log(f"warm-up: {warm['ok']}/{warm['attempted']} calls")
+    trace = trace_round_trips(workdir, redis, edge.sip_port, 1, 20)
+    log(f"Redis per call: {trace['sent_per_call']:.2f} commands sent, "
+        f"{trace['round_trips_per_call']:.2f} round trips, "
+        f"{trace['in_scripts_per_call']:.2f} run inside scripts")
+    # (3) held calls first, on a Redis holding no ended calls yet (they stay 64 s).
+    log(f"held calls: {held} at {held_rate:g} cps")
+    held_result = held_calls(workdir, edge, redis, pairs, held, held_rate)
+    log(f"held: {held_result['peak_active']:.0f} calls up, redis "
+        f"{fmt_int(held_result['redis_bytes_per_call'])} B/call, edge RSS "
+        f"{held_result['rss0']} -> {held_result['rss_peak']} (setting up) -> "
+        f"{held_result['rss_end']} KiB (plateau end)")
+    time.sleep(2)
+    # (1) basic calls: the ramp, then half the top rate.
+    edge_steps = ramp(workdir, edge.sip_port, pairs, rates, step_s, hold_ms, edge.pids(),
+                      "edge", redis)
+    edge_top = top_rate(edge_steps)
+    half = max(50, round(edge_top / 2 / 50) * 50) if edge_top else 50
+    before = redis.commandstats()
+    edge_half = run_callers(workdir, edge.sip_port, pairs, half, int(half * step_s * 2),
+                            hold_ms, "edge-half", edge.pids())
+    edge_half["commands"] = commands_per_call(before, redis.commandstats(),
+                                              max(1, edge_half["ok"]))
+    log(f"edge at {half} cps: p99 {fmt_ms(edge_half['p99'])}, "
+        f"{fmt_int(edge_half['cpu_us_per_call'])} us/call")
+    stop(edge.proc, app.proc, *[c.proc for c in callees], redis.proc)
+
+    # The baseline: Kamailio between the same callers and callees.
+    callees = [Uas(workdir, f"kuas{k}") for k in range(pairs)]
+    kam = Kamailio(workdir, [c.port for c in callees])
+    run_callers(workdir, kam.sip_port, pairs, 20, 40, 100, "kam-warmup", kam.pids())
+    kam_steps = ramp(workdir, kam.sip_port, pairs, rates, step_s, hold_ms, kam.pids(), "kamailio")
+    kam_top = top_rate(kam_steps)
+    kam_half = run_callers(workdir, kam.sip_port, pairs, half, int(half * step_s * 2),
+                           hold_ms, "kam-half", kam.pids())
+    log(f"kamailio at {half} cps: {fmt_int(kam_half['cpu_us_per_call'])} us/call")
+    stop(kam.proc, *[c.proc for c in callees])
+
+    figures = {
+        "machine": machine, "started": started_at, "command": command, "pairs": pairs,
+        "step_s": step_s, "hold_ms": hold_ms, "edge_steps": edge_steps,
+        "edge_top": edge_top, "half": half, "edge_half": edge_half,
+        "kam_steps": kam_steps, "kam_top": kam_top, "kam_half": kam_half,
+        "held": held_result, "trace": trace,
+    }
+    # Kept beside RESULTS.md so the document can be rebuilt (--rewrite) after editing
+    # bench/profile.md, without measuring again.
+    with open(os.path.join(BENCH, "results.json"), "w") as f:
+        json.dump(figures, f, indent=1)
+    write_results(results, figures)
+    log(f"wrote {results} and bench/results.json; logs in {workdir}")
+    return 0
+
+
+def write_results(path: str, r: dict) -> None:
+    m, eh, kh, held = r["machine"], r["edge_half"], r["kam_half"], r["held"]
+    ratio = lambda a, b: f"{a / b:.2f}" if a and b else "n/a"
+    cmds, cmd_total, _ = eh.get("commands", ({}, None, None))
+    trace = r["trace"]
+    trips = trace["round_trips_per_call"]
+    edge_top_step = next((s for s in r["edge_steps"] if s["rate"] == r["edge_top"]), None)
+    kam_top_step = next((s for s in r["kam_steps"] if s["rate"] == r["kam_top"]), None)
+    last_kam = r["kam_steps"][-1] if r["kam_steps"] else None
+    kam_capped = bool(kam_top_step) and r["kam_top"] == 4000
+    lines = []
+    add = lines.append
+    add("# Benchmark results")
+    add("")
+    add(f"Generated by `bench/run.sh` on {r['started']}. Every figure below comes from that "
+        "one run; rerunning rewrites this file (the profile section at the end is kept in "
+        "`bench/profile.md`).")
+    add("")
+    add("```sh")
+    add(r["command"])
+    add("```")
+    add("")
+    add("## Machine and versions")
+    add("")
+    add("| | |")
+    add("|---|---|")
+    for key in ("cpus", "cpu", "memory", "kernel", "rustc", "sipp", "redis", "kamailio",
+                "python"):
+        add(f"| {key} | {m[key]} |")
+    add("")
+    add("## Set-up")
+    add("")
+    add(f"- Everything on this one machine: the server under test, redis-server, the RCML "
+        f"app server and {r['pairs']} sipp caller/callee pairs (`bench/scenarios/`), all "
+        "over UDP on 127.0.0.1.")
+    add(f"- Basic call: INVITE, 100/180/200, ACK, a hold of {r['hold_ms']} ms, BYE. Each "
+        "step offers a fixed rate for "
+        f"{r['step_s']:g} s (split over the pairs); a rate is *sustained* when at least "
+        "99.9% of its calls completed and the callers got answers at >= 95% of that rate.")
+    add("- The edge: `switchyard-edge --redis-url` (release build, default log level "
+        "`info` to a file), its own redis-server, routes written to Redis as the operator's "
+        "full sync leaves them. RCML: every call POSTs `voiceUrl` to `bench/app_server.py` "
+        "(keep-alive); documents are **not cached** (the edge has no document cache, and a "
+        "POST with the call's parameters is not cacheable).")
+    add("- Kamailio: `bench/kamailio.cfg`, stateful (tm `t_relay`, `record_route`, "
+        "`loose_route`), 2 UDP workers, no database. Same callers, callees and rates.")
+    add("- Setup latency: INVITE sent to 200 received, at the caller (sipp `rtd`). sipp "
+        "reads its clock once per scheduling loop and on this machine it moves in 4 ms "
+        "steps: latencies are multiples of 4 ms, and 0.00 ms means under one step. CPU: "
+        "utime+stime from `/proc/<pid>/stat` of the edge (of Kamailio's main process and "
+        "all its children) from the start to the end of a step, over the calls completed.")
+    add("- Redis round trips: `MONITOR` over 20 calls at 10 calls/s, counting the commands "
+        "the edge sent on a call's keys (MONITOR tags those a script ran with `lua`). The "
+        "store pipelines a timer's ZADDs with the script they go with "
+        "(docs/call-state.md), so round trips = commands sent - ZADDs. Work Redis does "
+        "per call, scripts' commands included: `INFO commandstats` before and after the "
+        "half-rate step (it includes the timer poll every 500 ms and the routing-table "
+        "version check every 5 s, a few commands per second, and the clean-up of stale "
+        "Dial-timer index entries, which comes 30 s after each call).")
+    add("")
+    add("## Figures")
+    add("")
+    add("| figure | edge | Kamailio | edge/Kamailio |")
+    add("|---|---|---|---|")
+    add(f"| highest sustained calls/s (>= 99.9% completed) | {r['edge_top']:g} | "
+        f"{r['kam_top']:g}{' (ramp ceiling)' if kam_capped else ''} | "
+        f"{ratio(r['edge_top'], r['kam_top'])} |")
+    add(f"| setup p50 / p95 / p99 at {r['half']:g} calls/s (half the edge's top) | "
+        f"{fmt_ms(eh['p50'])} / {fmt_ms(eh['p95'])} / {fmt_ms(eh['p99'])} | "
+        f"{fmt_ms(kh['p50'])} / {fmt_ms(kh['p95'])} / {fmt_ms(kh['p99'])} | |")
+    add(f"| CPU per call at {r['half']:g} calls/s | {fmt_int(eh['cpu_us_per_call'])} us | "
+        f"{fmt_int(kh['cpu_us_per_call'])} us | "
+        f"{ratio(eh['cpu_us_per_call'], kh['cpu_us_per_call'])} |")
+    if edge_top_step and kam_top_step:
+        add(f"| CPU per call at each one's top rate | "
+            f"{fmt_int(edge_top_step['cpu_us_per_call'])} us | "
+            f"{fmt_int(kam_top_step['cpu_us_per_call'])} us | "
+            f"{ratio(edge_top_step['cpu_us_per_call'], kam_top_step['cpu_us_per_call'])} |")
+    add(f"| Redis commands sent per basic call (MONITOR) | {trace['sent_per_call']:.2f} | – | |")
+    add(f"| Redis round trips per basic call | {trips:.2f} | – | |")
+    add(f"| Redis commands executed per basic call, scripts' included (commandstats) | "
+        f"{cmd_total:.2f} | – | |" if cmd_total else
+        "| Redis commands executed per basic call | n/a | – | |")
+    add(f"| Redis memory per held call ({held['peak_active']:.0f} up) | "
+        f"{fmt_int(held['redis_bytes_per_call'])} B | – | |")
+    per10k = (held["redis_bytes_per_call"] or 0) * 10000 / 2**20
+    add(f"| Redis memory per 10,000 held calls | {per10k:.1f} MiB | – | |")
+    add(f"| edge RSS: no calls / {held['peak_active']:.0f} held (plateau end) / highest while "
+        f"setting them up | {held['rss0'] / 1024:.1f} / {held['rss_end'] / 1024:.1f} / "
+        f"{held['rss_peak'] / 1024:.1f} MiB | – | |")
+    add("| transfers per second, REFER to target INVITE | not measured (see below) | – | |")
+    add("")
+    add("## Aims")
+    add("")
+    aims = [
+        ("at most 6 Redis round trips per basic call",
+         f"{trips:.2f}" if trips else "n/a", bool(trips) and trips <= 6),
+        ("CPU per call within 3x of Kamailio's",
+         f"{ratio(eh['cpu_us_per_call'], kh['cpu_us_per_call'])}x",
+         bool(eh["cpu_us_per_call"] and kh["cpu_us_per_call"])
+         and eh["cpu_us_per_call"] <= 3 * kh["cpu_us_per_call"]),
+        ("at least 1,000 calls/s on this machine with sipp beside it",
+         f"{r['edge_top']:g} calls/s", r["edge_top"] >= 1000),
+        ("p99 setup under 10 ms at half the top rate", fmt_ms(eh["p99"]),
+         eh["p99"] is not None and eh["p99"] < 10),
+        ("at most 2 KB of Redis memory per held call",
+         f"{fmt_int(held['redis_bytes_per_call'])} B",
+         bool(held["redis_bytes_per_call"]) and held["redis_bytes_per_call"] <= 2048),
+        ("edge RSS flat as held calls grow",
+         f"{held['rss0'] / 1024:.1f} -> {held['rss_end'] / 1024:.1f} MiB "
+         f"({held['peak_active']:.0f} held)",
+         held["rss_end"] <= held["rss0"] * 1.5 + 20 * 1024),
+    ]
+    add("| aim | measured | met |")
+    add("|---|---|---|")
+    for aim, value, met in aims:
+        add(f"| {aim} | {value} | {'yes' if met else '**no**'} |")
+    add("")
+    add("\"RSS flat\" is judged as: at most 1.5x the idle RSS plus 20 MiB with every call held, "
+        "at the end of the plateau (after the 32 s the set-up transactions live).")
+    add("")
+    for title, steps in (("Edge ramp", r["edge_steps"]), ("Kamailio ramp", r["kam_steps"])):
+        add(f"## {title}")
+        add("")
+        add("| offered calls/s | completed | failed | answered calls/s | p50 | p95 | p99 | "
+            "CPU/call | each caller's CPU | sustained |")
+        add("|---|---|---|---|---|---|---|---|---|---|")
+        for s in steps:
+            add(f"| {s['rate']:g} | {s['ok']}/{s['attempted']} | {s['failed']} | "
+                f"{s['achieved_rate']:.0f} | {fmt_ms(s['p50'])} | {fmt_ms(s['p95'])} | "
+                f"{fmt_ms(s['p99'])} | {fmt_int(s['cpu_us_per_call'])} us | "
+                f"{s['sipp_cpu_pct']:.0f}% | {'yes' if sustained(s) else 'no'} |")
+        add("")
+    if last_kam and sustained(last_kam):
+        add("Kamailio sustained the highest rate of the ramp: its true ceiling on this "
+            "machine is higher, and the sipp callers (each caller's CPU above) are then the "
+            "limit, not Kamailio.")
+        add("")
+    add("The callers run with `-default_behaviors all,-abortunexp`: in earlier runs a few "
+        "calls per thousand through Kamailio failed as sipp's `FailedUnexpectedMessage` "
+        "during the hold, a 200 the callee retransmitted because an ACK came late or was "
+        "lost in a UDP buffer of the loaded box, which sank Kamailio below the 99.9% bar "
+        "at 400 calls/s. A call that really goes wrong still never completes and counts "
+        "as failed. Each step's sipp logs and CSVs stay in the run's work directory.")
+    add("")
+    add("Where a caller's CPU is near 100%, that sipp process (single-threaded) is the "
+        "bottleneck of the step rather than the server under test; callees do as much work "
+        "again. On 2 cores the server, Redis, the app server and the sipp processes share "
+        "the same CPUs, so every ceiling here is a ceiling of the whole box.")
+    add("")
+    add("## Redis commands per basic call")
+    add("")
+    add(f"Sent by the edge (MONITOR, {trace['calls']} calls), per call:")
+    add("")
+    add("| command | per call |")
+    add("|---|---|")
+    for name, per in trace["sent"].items():
+        add(f"| {name} | {per:.2f} |")
+    add("")
+    add(f"Executed by Redis at {r['half']:g} calls/s (commandstats, scripts' commands "
+        "included), per completed call:")
+    add("")
+    add("| command | per call |")
+    add("|---|---|")
+    for name, per in cmds.items():
+        add(f"| {name} | {per:.2f} |")
+    add("")
+    add("## Held calls")
+    add("")
+    add(f"{held['count']} calls set up at {held['rate']:g} calls/s "
+        f"({held['ramp_s']:.0f} s) and each held for {held['hold_ms'] / 1000:.0f} s, so that "
+        f"all are up at once for 45 s; {held['ok']} completed, {held['failed']} failed. "
+        "Samples (`switchyard_edge_calls_active`, edge VmRSS, Redis `used_memory`) while "
+        "they built up, and at the end of the plateau. While calls are being set up, RSS "
+        "also carries the INVITE transactions of the last 32 s (64 x T1 in the Accepted "
+        "state, RFC 6026), which depend on the set-up rate, not on the calls held.")
+    add("")
+    add("| time | calls up | edge RSS | Redis used_memory |")
+    add("|---|---|---|---|")
+    add(f"| before | 0 | {held['rss0'] / 1024:.1f} MiB | {held['mem0'] / 2**20:.1f} MiB |")
+    for t, active, rss, mem in held["levels"]:
+        add(f"| {t:.0f} s | {active:.0f} | {rss / 1024:.1f} MiB | {mem / 2**20:.1f} MiB |")
+    add(f"| {held['end_s']:.0f} s (plateau end) | {held['peak_active']:.0f} | "
+        f"{held['rss_end'] / 1024:.1f} MiB | {held['mem_peak'] / 2**20:.1f} MiB |")
+    add("")
+    add("## Not measured")
+    add("")
+    add("- (2) Transfer under load (REFER, Carol answers; transfers per second and "
+        "REFER-to-target-INVITE latency): not built yet. The flow is exercised "
+        "functionally by `tests/tests/transfer.rs`.")
+    add("")
+    profile = os.path.join(BENCH, "profile.md")
+    if os.path.exists(profile):
+        with open(profile) as f:
+            add(f.read().rstrip())
+        add("")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--edge", required=True, help="the switchyard-edge binary")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--results", default=os.path.join(BENCH, "RESULTS.md"))
+    parser.add_argument("--pairs", type=int, default=2, help="sipp caller/callee pairs")
+    parser.add_argument("--step-seconds", type=float, default=8)
+    parser.add_argument("--held", type=int, default=10000)
+    parser.add_argument("--held-rate", type=float, default=300)
+    parser.add_argument("--command", default="bash bench/run.sh")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="rebuild RESULTS.md from bench/results.json, measuring nothing")
+    args = parser.parse_args()
+    args.edge = os.path.abspath(args.edge)
+    if args.smoke:
+        return smoke(args.edge)
+    if args.rewrite:
+        with open(os.path.join(BENCH, "results.json")) as f:
+            write_results(args.results, json.load(f))
+        return 0
+    return full(args.edge, args.results, args.pairs, args.step_seconds, args.held,
+                args.held_rate, args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

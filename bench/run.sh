@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Switchyard's load benchmark: one command for everything.
+#   bash bench/run.sh           full run (minutes); rewrites bench/RESULTS.md
+#   bash bench/run.sh --smoke   a few seconds: a handful of calls through the edge on
+#                               Redis; exits non-zero unless every one completed (CI)
+# Extra arguments go to bench/bench.py (--pairs, --step-seconds, --held, --held-rate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=0
+for arg in "$@"; do
+  [ "$arg" = "--smoke" ] && smoke=1
+done
+
+# Real peers: redis-server, sipp (sip-tester); Kamailio only for the full run's baseline.
+packages=(redis-server sip-tester)
+[ "$smoke" -eq 1 ] || packages+=(kamailio)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The kamailio package may start a system service on 5060; the benchmark runs its own on a
+# free port and never touches that one.
+
+if [ "$smoke" -eq 1 ]; then
+  # The smoke checks that the harness and the edge still work together, not speed: the
+  # debug build tests/run.sh has just made is enough and saves a release build in CI
+  # (the same command as there, so the same features: nothing is rebuilt).
+  cargo build -q --locked --workspace --bins
+  edge=target/debug/switchyard-edge
+else
+  cargo build -q --locked --release -p switchyard-edge
+  edge=target/release/switchyard-edge
+fi
+
+exec python3 bench/bench.py --edge "$edge" --command "bash bench/run.sh $*" "$@"
