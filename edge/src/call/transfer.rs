@@ -260,7 +260,8 @@ pub async fn refer(
             .headers
             .push(Header::Other("Refer-Sub".into(), "false".into()));
     }
-    tx.respond(accepted);
+    // On the wire before the first NOTIFY, which the transfer task sends next.
+    tx.respond_now(accepted);
     METRICS.transfers_active.inc();
 
     let referred_by = request.header_value("Referred-By").map(|v| uri_of(&v));

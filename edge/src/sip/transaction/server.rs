@@ -33,6 +33,7 @@ pub struct ServerTransaction {
     pub source: Destination,
     input: mpsc::UnboundedSender<Input>,
     events: mpsc::UnboundedReceiver<ServerEvent>,
+    wire: std::sync::Arc<dyn crate::sip::transport::Wire>,
 }
 
 impl ServerTransaction {
@@ -91,7 +92,20 @@ impl ServerTransaction {
             source,
             input,
             events,
+            wire: ctx.wire.clone(),
         })
+    }
+
+    /// Sends a final response to a non-INVITE request on the caller's task, so that it is
+    /// on the wire before anything the caller does next (the NOTIFY that follows a 202
+    /// must not overtake it); the transaction then absorbs retransmissions as usual.
+    pub fn respond_now(&self, response: Response) {
+        METRICS.response_sent(
+            &self.request.method.to_string(),
+            response.status_code.code(),
+        );
+        self.wire.send(&self.source, to_bytes(response.clone()));
+        let _ = self.input.send(Input::Sent(Box::new(response)));
     }
 
     /// Sends a response (provisional or final) through the transaction.
@@ -189,13 +203,19 @@ impl Machine {
                 }
             };
             let Some(input) = input else { break };
+            let (input, already_sent) = match input {
+                Input::Sent(response) => (Input::Respond(response), true),
+                other => (other, false),
+            };
             match input {
                 Input::Respond(response) => {
                     if !matches!(state, State::Proceeding) {
                         continue; // a final response was already sent
                     }
                     let code = response.status_code.code();
-                    self.send(&response);
+                    if !already_sent {
+                        self.send(&response);
+                    }
                     self.last_response = Some(to_bytes((*response).clone()));
                     match (self.invite, code) {
                         (_, 100..=199) => {}
@@ -260,7 +280,7 @@ impl Machine {
                         let _ = self.events.send(ServerEvent::Cancelled);
                     }
                 }
-                Input::Response(_) => {}
+                Input::Response(_) | Input::Sent(_) => {}
             }
         }
         self.ctx.table.remove(&self.key);
@@ -477,6 +497,29 @@ mod tests {
         );
         tokio::time::sleep(ms(22_100)).await;
         assert!(!h.ctx.table.contains(&key), "Timer J (32 s) ended it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn respond_now_puts_the_response_on_the_wire_before_returning() {
+        let mut h = Harness::new();
+        let refer = non_invite("REFER", "z9hG4bKnow");
+        let tx = ServerTransaction::start(&h.ctx, refer.clone(), udp()).unwrap();
+        tx.respond_now(reply(&refer, 202, "t"));
+        // Already sent: no task had to run for it.
+        let (_, _, bytes) = h.sent.try_recv().expect("sent synchronously");
+        assert!(bytes.starts_with(b"SIP/2.0 202 Accepted"));
+        tokio::time::sleep(ms(1)).await;
+        assert!(
+            h.sent.try_recv().is_err(),
+            "the transaction does not send it again"
+        );
+        // A retransmitted REFER still gets the 202 from the transaction.
+        let key = TransactionKey::new(Role::Server, "z9hG4bKnow", &Method::Refer);
+        assert!(matches!(
+            h.ctx.table.deliver_request(&key, refer.clone()),
+            Delivery::Delivered
+        ));
+        assert_eq!(code(&h.next_sent().await.1), 202);
     }
 
     #[tokio::test(start_paused = true)]
