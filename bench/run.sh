@@ -28,15 +28,19 @@ fi
 # The kamailio package may start a system service on 5060; the benchmark runs its own on a
 # free port and never touches that one.
 
+# Binaries land in CARGO_TARGET_DIR when it is set (CI points it at a cache outside the
+# clone), in ./target otherwise.
+target_dir="${CARGO_TARGET_DIR:-target}"
+
 if [ "$smoke" -eq 1 ]; then
   # The smoke checks that the harness and the edge still work together, not speed: the
   # debug build tests/run.sh has just made is enough and saves a release build in CI
   # (the same command as there, so the same features: nothing is rebuilt).
   cargo build -q --locked --workspace --bins
-  edge=target/debug/switchyard-edge
+  edge="$target_dir/debug/switchyard-edge"
 else
   cargo build -q --locked --release -p switchyard-edge
-  edge=target/release/switchyard-edge
+  edge="$target_dir/release/switchyard-edge"
 fi
 
 exec python3 bench/bench.py --edge "$edge" --command "bash bench/run.sh $*" "$@"
