@@ -15,16 +15,7 @@ done
 # Real peers: redis-server, sipp (sip-tester); Kamailio only for the full run's baseline.
 packages=(redis-server sip-tester)
 [ "$smoke" -eq 1 ] || packages+=(kamailio)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> installing ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash tests/apt-install.sh "${packages[@]}"
 # The kamailio package may start a system service on 5060; the benchmark runs its own on a
 # free port and never touches that one.
 
