@@ -147,6 +147,13 @@ impl Edge {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM without waiting (a pod being stopped).
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")

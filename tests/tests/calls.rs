@@ -364,3 +364,63 @@ fn pause_then_redirect_runs_the_next_document() {
             .is_some_and(|s| s.starts_with("CA"))
     );
 }
+
+/// A pod being stopped: new calls get 503 with Retry-After while the call in progress
+/// finishes, then the process exits.
+#[test]
+fn a_draining_edge_refuses_new_calls_with_503_and_finishes_the_call_in_progress() {
+    let app = AppServer::start();
+    let bob = Sipp::server("uas_ring_cancel.xml");
+    app.rcml(
+        "/voice",
+        &format!(
+            r#"<Response><Dial timeout="3"><Sip>sip:callee@{}</Sip></Dial></Response>"#,
+            bob.addr
+        ),
+    );
+    let dir = manifests(&app.url("/voice"), None);
+    let mut edge = Edge::start(&[
+        "--phone-numbers",
+        dir.to_str().unwrap_or_default(),
+        "--drain-timeout",
+        "6s",
+    ]);
+    let edge_sip = edge.sip;
+    let first = std::thread::spawn(move || {
+        Sipp::client_file(&refused_scenario(480, true), edge_sip)
+            .arg("-s")
+            .arg(NUMBER_A)
+            .run()
+    });
+    // Bob is ringing: the first call's INVITE transaction is in flight.
+    assert!(app.wait_for("/voice", Duration::from_secs(5)).is_some());
+    std::thread::sleep(Duration::from_millis(300));
+    edge.sigterm();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while edge
+        .http_get("/readyz")
+        .is_some_and(|(code, _)| code == 200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut late = switchyard_tests::ua::Ua::new("late");
+    let answer = late.invite(edge.sip, NUMBER_A);
+    assert_eq!(answer.code, 503, "{}", answer.text);
+    assert!(answer.header("Retry-After").is_some(), "{}", answer.text);
+    assert!(
+        answer.text.contains("Reason: SIP;cause=503"),
+        "{}",
+        answer.text
+    );
+
+    // The call in progress runs to its end (no answer: 480), then the edge exits.
+    assert_success(&first.join().unwrap_or_else(|_| panic!("the first caller")));
+    assert_success(&bob.finish(Duration::from_secs(10)));
+    let status = edge.terminate().expect("the edge exits once drained");
+    assert!(status.success(), "{status}");
+}
