@@ -247,10 +247,7 @@ mod tests {
         let mut tx = ClientTransaction::start(&h.ctx, invite("z9hG4bKa"), udp()).unwrap();
         assert!(matches!(tx.event().await, Some(ClientEvent::Timeout)));
         assert_eq!(Instant::now() - h.start, ms(32_000), "Timer B = 64·T1");
-        let mut times = Vec::new();
-        while let Ok((at, _, _)) = h.sent.try_recv() {
-            times.push(at - h.start);
-        }
+        let times = h.sent_so_far();
         // Timer A doubles without a cap: 0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s.
         let expected: Vec<_> = [0, 500, 1500, 3500, 7500, 15500, 31500]
             .into_iter()
@@ -340,10 +337,7 @@ mod tests {
             ClientTransaction::start(&h.ctx, non_invite("BYE", "z9hG4bKe"), udp()).unwrap();
         assert!(matches!(tx.event().await, Some(ClientEvent::Timeout)));
         assert_eq!(Instant::now() - h.start, ms(32_000), "Timer F = 64·T1");
-        let mut times = Vec::new();
-        while let Ok((at, _, _)) = h.sent.try_recv() {
-            times.push(at - h.start);
-        }
+        let times = h.sent_so_far();
         let expected: Vec<_> = [
             0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500,
         ]

@@ -273,6 +273,15 @@ pub(crate) mod testing {
             )
         }
 
+        /// When each message sent so far left, without waiting for more.
+        pub fn sent_so_far(&mut self) -> Vec<std::time::Duration> {
+            let mut times = Vec::new();
+            while let Ok((at, _, _)) = self.sent.try_recv() {
+                times.push(at - self.start);
+            }
+            times
+        }
+
         /// Every message sent until the transaction goes quiet for good.
         pub async fn drain_times(&mut self) -> Vec<std::time::Duration> {
             let mut times = Vec::new();

@@ -424,10 +424,7 @@ mod tests {
         tx.respond(reply(&invite, 200, "t"));
         assert!(matches!(tx.event().await, Some(ServerEvent::AckTimeout)));
         assert_eq!(tokio::time::Instant::now() - h.start, ms(32_000), "64·T1");
-        let mut times = Vec::new();
-        while let Ok((at, _, _)) = h.sent.try_recv() {
-            times.push(at - h.start);
-        }
+        let times = h.sent_so_far();
         assert_eq!(times.first(), Some(&ms(0)));
         assert_eq!(times.last(), Some(&ms(31_500)));
     }
