@@ -9,8 +9,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
+use switchyard_routing::{ConnectionOptions, RedisConnection, RedisTarget};
 use tracing::{debug, warn};
 
 use super::keys::{CallKeys, TIMERS_KEY, dialog_key};
@@ -113,7 +113,7 @@ return 0
 
 /// Calls in Redis. Cheap to share (`Arc`); the connection is multiplexed.
 pub struct RedisCallStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     timeout: Duration,
     transition: Script,
     next_cseq: Script,
@@ -181,8 +181,10 @@ enum Mode {
 impl RedisCallStore {
     /// Does not touch the network: the connection is made on first use and remade after
     /// failures, so the edge can start (and answer 503) while Redis is down.
-    pub fn new(client: redis::Client, timeout: Duration) -> Result<Self, StoreError> {
-        let connection = switchyard_routing::redis_table::connection_manager(client, timeout)
+    pub fn new(target: impl Into<RedisTarget>, timeout: Duration) -> Result<Self, StoreError> {
+        let connection = target
+            .into()
+            .connect(ConnectionOptions { timeout })
             .map_err(|e| StoreError::Config(format!("Redis connection: {e}")))?;
         Ok(RedisCallStore {
             connection,
@@ -569,7 +571,7 @@ impl RedisCallStore {
 
     async fn repair(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut RedisConnection,
         stale: &[&(String, CallKeys)],
         garbage: &[String],
     ) -> Result<(), StoreError> {
