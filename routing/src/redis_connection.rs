@@ -38,6 +38,10 @@ use tracing::{debug, info};
 
 use crate::redis_target::RedisTarget;
 
+/// Connection attempts to an unreachable cluster node before the client stops trying it
+/// and looks for the node that took its slots over.
+const CLUSTER_NODE_ATTEMPTS: std::num::NonZeroUsize = std::num::NonZeroUsize::new(3).unwrap();
+
 /// Timeouts and retries shared by every connection a binary opens.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionOptions {
@@ -85,6 +89,11 @@ impl RedisTarget {
                     .retries(3)
                     .min_retry_wait(20)
                     .max_retry_wait(250)
+                    // A node that cannot be reached after a few attempts is dropped from
+                    // the connection map; requests for its slots then make the client
+                    // refresh the topology and find the replica that took over. Without
+                    // a limit it reconnects to a dead master forever.
+                    .max_connection_attempts(CLUSTER_NODE_ATTEMPTS)
                     .build()?;
                 let config = redis::cluster::ClusterConfig::new()
                     .set_connection_timeout(timeout)

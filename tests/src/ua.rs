@@ -74,6 +74,11 @@ impl Ua {
         self.local
     }
 
+    /// The Call-ID of the calls this UA places.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
     fn send(&self, to: SocketAddr, text: &str) {
         self.socket
             .send_to(text.as_bytes(), to)
@@ -166,8 +171,10 @@ impl Ua {
     ) -> String {
         let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
         format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{local}>;tag={from_tag}\r\nTo: <{uri}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n",
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch}.{port};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{local}>;tag={from_tag}\r\nTo: <{uri}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n",
             local = self.local,
+            // Branches are unique per UA (RFC 3261 §8.1.1.7), not only per request.
+            port = self.local.port(),
             user = self.user,
             from_tag = self.from_tag,
             call_id = self.call_id,
@@ -275,8 +282,9 @@ impl Ua {
     ) -> Option<Answer> {
         self.cseq += 1;
         let text = format!(
-            "{method} sip:switchyard@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKin{cseq};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {remote}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n{extra}Content-Length: 0\r\n\r\n",
+            "{method} sip:switchyard@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKin{cseq}.{port};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {remote}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n{extra}Content-Length: 0\r\n\r\n",
             local = self.local,
+            port = self.local.port(),
             cseq = self.cseq,
             from = call.local,
             remote = call.remote,

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 use switchyard_routing::{ConnectionOptions, RedisConnection, RedisTarget};
 use tracing::{debug, warn};
@@ -26,6 +26,9 @@ use crate::metrics::METRICS;
 /// for a busy Redis, short enough that a SIP transaction can still answer 503 before the
 /// peer's Timer B/F gives up.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Buckets polled at once by `due_timers`.
+const POLL_CONCURRENCY: usize = 16;
 
 /// Lua shared by the scripts below: the server's clock (so pods' clocks need not agree
 /// on lease expiry), CSeq allocation and the lease, each used by a standalone script and
@@ -563,8 +566,11 @@ impl CallStore for RedisCallStore {
             return Ok(Vec::new());
         }
         self.run("due_timers", async {
-            let buckets =
-                join_all(all_tags().map(|tag| self.due_in_bucket(tag, now_ms, limit))).await;
+            let buckets: Vec<_> = futures_util::stream::iter(all_tags())
+                .map(|tag| self.due_in_bucket(tag, now_ms, limit))
+                .buffer_unordered(POLL_CONCURRENCY)
+                .collect()
+                .await;
             let mut due = Vec::new();
             for bucket in buckets {
                 due.extend(bucket?);
