@@ -21,7 +21,7 @@
 //! | `next_cseq`    | 1           | one Lua script                                   |
 //! | `claim`        | 1           | one Lua script                                   |
 //! | `release`      | 1           | one Lua script                                   |
-//! | `due_timers`   | 1 per bucket, concurrently | one Lua script per bucket's timer set |
+//! | `due_timers`   | 1 per bucket, 16 at a time | one Lua script per bucket's timer set |
 //! | `ping`         | 1           | PING                                             |
 //!
 //! A script's first use on a server (or after a restart) costs one more round trip

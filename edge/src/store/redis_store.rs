@@ -559,8 +559,10 @@ impl CallStore for RedisCallStore {
         .await
     }
 
-    /// One script per bucket, sent concurrently: on one server they share the
-    /// connection's pipeline, in a cluster each goes to its slot's master.
+    /// One script per bucket, [`POLL_CONCURRENCY`] at a time: on one server they share
+    /// the connection's pipeline, in a cluster each goes to its slot's master. (With all
+    /// 256 in flight at once, the redis crate's cluster client did not recover from a
+    /// master failover: `tests/tests/cluster.rs`.)
     async fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
