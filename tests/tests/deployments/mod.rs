@@ -13,7 +13,7 @@ use switchyard_tests::Edge;
 use switchyard_tests::app_server::AppServer;
 use switchyard_tests::routes::{number_route, program};
 use switchyard_tests::sipp::{RunningSipp, Sipp, SippTransport, refused_scenario};
-use switchyard_tests::ua::Ua;
+use switchyard_tests::ua::{Answer, Ua};
 
 pub const NUMBER_A: &str = "+15551230001";
 pub const NUMBER_B: &str = "+15551230002";
@@ -146,6 +146,11 @@ impl HeldCall {
     /// BYE through `edge`; the final status.
     pub fn hang_up(&mut self, edge: SocketAddr) -> Option<u16> {
         self.ua.bye(edge, NUMBER_A, &self.to_tag)
+    }
+
+    /// BYE through `edge`; the final response.
+    pub fn hang_up_answer(&mut self, edge: SocketAddr) -> Option<Answer> {
+        self.ua.bye_answer(edge, NUMBER_A, &self.to_tag)
     }
 }
 
