@@ -233,6 +233,15 @@ impl SentinelConnection {
         Ok((current.0, connection))
     }
 
+    /// Passes a result on, forgetting the connection it came from if it failed in a way
+    /// that says the connection (or its node) is no good any more.
+    fn observe<T>(&self, generation: u64, result: RedisResult<T>) -> RedisResult<T> {
+        if let Err(error) = &result {
+            self.forget(generation, error);
+        }
+        result
+    }
+
     fn forget(&self, generation: u64, error: &RedisError) {
         if !connection_is_broken(error) {
             return;
@@ -254,10 +263,7 @@ impl ConnectionLike for SentinelConnection {
         Box::pin(async move {
             let (generation, mut connection) = self.connection().await?;
             let result = connection.req_packed_command(cmd).await;
-            if let Err(error) = &result {
-                self.forget(generation, error);
-            }
-            result
+            self.observe(generation, result)
         })
     }
 
@@ -272,10 +278,7 @@ impl ConnectionLike for SentinelConnection {
             let result = connection
                 .req_packed_commands(pipeline, offset, count)
                 .await;
-            if let Err(error) = &result {
-                self.forget(generation, error);
-            }
-            result
+            self.observe(generation, result)
         })
     }
 

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::RedisServer;
+use crate::redis_server::{connect, wait_until};
 
 /// How long a node may be unreachable before the cluster marks it failed and a replica
 /// takes over: short, so failover tests take seconds.
@@ -55,14 +56,6 @@ fn parse_nodes(text: &str) -> Vec<NodeLine> {
             })
         })
         .collect()
-}
-
-fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 impl RedisCluster {
@@ -285,13 +278,6 @@ impl RedisCluster {
             })
             .collect()
     }
-}
-
-fn connect(port: u16) -> Option<redis::Connection> {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .ok()?
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .ok()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::RedisServer;
+use crate::redis_server::{connect, wait_until};
 
 /// The name the sentinels monitor the master by.
 pub const MASTER_NAME: &str = "switchyard";
@@ -11,21 +12,6 @@ pub const MASTER_NAME: &str = "switchyard";
 pub struct RedisSentinel {
     data: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
-}
-
-fn connect(port: u16) -> Option<redis::Connection> {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .ok()?
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .ok()
-}
-
-fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn replication(port: u16) -> String {

@@ -7,7 +7,9 @@ mod deployments;
 
 use std::time::{Duration, Instant};
 
-use deployments::{Deployment, NUMBER_B, held_calls, new_calls_until_answered, seed_transfer};
+use deployments::{
+    Deployment, NUMBER_B, hang_up_all, held_calls, new_calls_until_answered, seed_transfer,
+};
 use switchyard_tests::RedisCluster;
 use switchyard_tests::sipp::{Sipp, assert_success};
 
@@ -110,12 +112,7 @@ fn a_master_killed_with_calls_up_fails_over_and_the_calls_carry_on() {
     let failed_over = killed.elapsed();
 
     // Every call in progress can still be ended, through either edge.
-    let mut ended = 0;
-    for (n, call) in calls.iter_mut().enumerate() {
-        if call.hang_up(deployment.edges[n % 2].sip) == Some(200) {
-            ended += 1;
-        }
-    }
+    let ended = hang_up_all(&deployment, &mut calls);
     let mut more = held_calls(&deployment, 4);
     for call in &mut more {
         assert_eq!(call.hang_up(deployment.edges[1].sip), Some(200));

@@ -6,7 +6,7 @@ mod deployments;
 
 use std::time::{Duration, Instant};
 
-use deployments::{Deployment, held_calls, new_calls_until_answered, seed_transfer};
+use deployments::{Deployment, hang_up_all, held_calls, new_calls_until_answered, seed_transfer};
 use switchyard_tests::RedisSentinel;
 use switchyard_tests::sipp::{Sipp, assert_success};
 
@@ -29,12 +29,7 @@ fn the_master_killed_with_calls_up_fails_over_and_the_calls_carry_on() {
     let (promoted, _) = sentinel.wait_for_failover(old, Duration::from_secs(40));
     let failed_over = killed.elapsed();
 
-    let mut ended = 0;
-    for (n, call) in calls.iter_mut().enumerate() {
-        if call.hang_up(deployment.edges[n % 2].sip) == Some(200) {
-            ended += 1;
-        }
-    }
+    let ended = hang_up_all(&deployment, &mut calls);
     let mut more = held_calls(&deployment, 3);
     for call in &mut more {
         assert_eq!(call.hang_up(deployment.edges[1].sip), Some(200));

@@ -164,6 +164,17 @@ pub fn held_calls(deployment: &Deployment, count: usize) -> Vec<HeldCall> {
         .collect()
 }
 
+/// Hangs every call up, through the edges in turn; how many were ended (200).
+pub fn hang_up_all(deployment: &Deployment, calls: &mut [HeldCall]) -> usize {
+    let edges = &deployment.edges;
+    calls
+        .iter_mut()
+        .enumerate()
+        .map(|(n, call)| call.hang_up(edges[n % edges.len()].sip))
+        .filter(|code| *code == Some(200))
+        .count()
+}
+
 /// A UA whose calls land in a bucket `wanted` accepts.
 pub fn ua_in(wanted: impl Fn(&str) -> bool) -> Ua {
     loop {
