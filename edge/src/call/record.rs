@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use switchyard_routing::{AppUrl, Route};
 
+use crate::ratelimit::RequestWindow;
 use crate::sip::dialog::Dialog;
 use crate::sip::transport::{Destination, Protocol};
 use crate::store::Op;
@@ -118,6 +119,10 @@ pub struct CallRecord {
     pub owner: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferRecord>,
+    /// REFERs counted in the current window (`--refer-limit-per-call`), whichever edge
+    /// process received them: past the limit a REFER storm gets 503.
+    #[serde(default, skip_serializing_if = "RequestWindow::is_empty")]
+    pub refers: RequestWindow,
 }
 
 impl CallRecord {

@@ -187,6 +187,7 @@ impl Setup {
             created_ms: now_ms(),
             owner: s.pod.clone(),
             transfer: None,
+            refers: Default::default(),
         };
         let ops = [Op::IndexDialog {
             sip_call_id: record.inbound.index.clone(),
