@@ -9,6 +9,12 @@
 //! swept, and if it is still full, the new sources share one overflow bucket, so a flood
 //! from many (perhaps spoofed) addresses is limited as a whole while the sources already
 //! tracked keep their own buckets.
+//!
+//! A source over its rate is answered 503 with Retry-After, but only a few times a
+//! second (`REFUSALS_PER_SECOND`, bursts of `REFUSAL_BURST`): past that its packets are
+//! dropped before they are even parsed ([`SourceLimiter::shedding`]), so a flooder that
+//! ignores Retry-After costs a table lookup per packet and gets silence, and the edge's
+//! queue stays short for everyone else.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,6 +27,9 @@ use crate::cidr::{Cidr, any_contains};
 
 /// How often a full table may be swept (a sweep walks every bucket).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// 503 answers a source over its rate gets a second, and at once.
+const REFUSALS_PER_SECOND: f64 = 1.0;
+const REFUSAL_BURST: f64 = 5.0;
 
 /// Configuration of the per-source limiter.
 #[derive(Debug, Clone)]
@@ -39,15 +48,19 @@ pub struct SourceLimits {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Admission {
     Allowed,
-    /// Refused; a token is available again after this long.
+    /// Refused: answer 503; a token is available again after this long.
     Limited {
         retry_after: Duration,
     },
+    /// Refused, and the source has had its share of 503s: drop the request unanswered.
+    Shed,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
+    /// 503 answers left (refilled at `REFUSALS_PER_SECOND`).
+    refusals: f64,
     updated: Instant,
 }
 
@@ -55,6 +68,7 @@ impl Bucket {
     fn full(burst: f64, now: Instant) -> Self {
         Bucket {
             tokens: burst,
+            refusals: REFUSAL_BURST,
             updated: now,
         }
     }
@@ -62,6 +76,7 @@ impl Bucket {
     fn refill(&mut self, now: Instant, limits: &SourceLimits) {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * limits.rate).min(limits.burst);
+        self.refusals = (self.refusals + elapsed * REFUSALS_PER_SECOND).min(REFUSAL_BURST);
         self.updated = now;
     }
 
@@ -70,17 +85,28 @@ impl Bucket {
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Admission::Allowed
-        } else {
+        } else if self.refusals >= 1.0 {
+            self.refusals -= 1.0;
             Admission::Limited {
                 retry_after: Duration::from_secs_f64((1.0 - self.tokens) / limits.rate),
             }
+        } else {
+            Admission::Shed
         }
+    }
+
+    /// Whether a request now would be dropped unanswered (nothing is taken).
+    fn sheds(&self, now: Instant, limits: &SourceLimits) -> bool {
+        let mut probe = *self;
+        probe.refill(now, limits);
+        probe.tokens < 1.0 && probe.refusals < 1.0
     }
 
     /// Whether the bucket would be full by `now`: forgetting it changes nothing.
     fn refilled_by(&self, now: Instant, limits: &SourceLimits) -> bool {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens + elapsed * limits.rate >= limits.burst
+            && self.refusals + elapsed * REFUSALS_PER_SECOND >= REFUSAL_BURST
     }
 }
 
@@ -117,6 +143,28 @@ impl SourceLimiter {
     /// Takes a token for one request from `source`.
     pub fn admit(&self, source: IpAddr) -> Admission {
         self.admit_at(source, Instant::now())
+    }
+
+    /// Whether a message from `source` would be dropped unanswered now: checked before
+    /// parsing, so a flood costs a lookup per packet. Takes nothing (a source only seen
+    /// here is not tracked).
+    pub fn shedding(&self, source: IpAddr) -> bool {
+        self.shedding_at(source, Instant::now())
+    }
+
+    fn shedding_at(&self, source: IpAddr, now: Instant) -> bool {
+        let source = source.to_canonical();
+        if any_contains(&self.limits.exempt, source) {
+            return false;
+        }
+        let buckets = self.lock();
+        match buckets.by_source.get(&source) {
+            Some(bucket) => bucket.sheds(now, &self.limits),
+            None if buckets.by_source.len() >= self.limits.max_sources => {
+                buckets.overflow.sheds(now, &self.limits)
+            }
+            None => false,
+        }
     }
 
     /// How many sources have a bucket now.
@@ -258,7 +306,7 @@ mod tests {
     fn a_source_gets_its_burst_then_the_rate_and_others_are_not_affected() {
         let limiter = limiter(10.0, 5.0, 100, &[]);
         let start = Instant::now();
-        assert_eq!(allowed(&limiter, "192.0.2.1", start, 20), 5);
+        assert_eq!(allowed(&limiter, "192.0.2.1", start, 5), 5);
         match limiter.admit_at(ip("192.0.2.1"), start) {
             Admission::Limited { retry_after } => {
                 assert_eq!(retry_after, Duration::from_millis(100), "one token at 10/s")
@@ -273,6 +321,36 @@ mod tests {
         // Half a second later: five more tokens, no more.
         let later = start + Duration::from_millis(500);
         assert_eq!(allowed(&limiter, "192.0.2.1", later, 20), 5);
+    }
+
+    #[test]
+    fn past_a_few_503s_a_source_is_shed_until_it_slows_down() {
+        let limiter = limiter(1.0, 2.0, 100, &[]);
+        let start = Instant::now();
+        let source = ip("192.0.2.1");
+        let answers: Vec<Admission> = (0..10).map(|_| limiter.admit_at(source, start)).collect();
+        let count = |f: fn(&Admission) -> bool| answers.iter().filter(|a| f(a)).count();
+        assert_eq!(count(|a| *a == Admission::Allowed), 2);
+        assert_eq!(
+            count(|a| matches!(a, Admission::Limited { .. })),
+            5,
+            "REFUSAL_BURST"
+        );
+        assert_eq!(count(|a| *a == Admission::Shed), 3);
+        assert!(limiter.shedding_at(source, start));
+        assert!(
+            !limiter.shedding_at(ip("192.0.2.2"), start),
+            "another source"
+        );
+        // A second later: a token and a refusal are back.
+        let later = start + Duration::from_secs(1);
+        assert!(!limiter.shedding_at(source, later));
+        assert_eq!(limiter.admit_at(source, later), Admission::Allowed);
+        assert!(matches!(
+            limiter.admit_at(source, later),
+            Admission::Limited { .. }
+        ));
+        assert_eq!(limiter.admit_at(source, later), Admission::Shed);
     }
 
     #[test]

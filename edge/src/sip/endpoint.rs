@@ -11,7 +11,8 @@
 //! - a source over its rate (`--rate-limit-per-source`): 503 with Retry-After, answered
 //!   statelessly before the request gets a transaction, so a flood costs no Redis or
 //!   RCML work (retransmissions of requests already in a transaction are absorbed
-//!   without counting; ACK and CANCEL are never limited: they finish transactions).
+//!   without counting; ACK and CANCEL take no token: they finish transactions); past a
+//!   few 503s a second, everything from the source is dropped before it is parsed.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -64,17 +65,32 @@ impl<A: Application> Endpoint<A> {
         Arc::new(Endpoint { ctx, app, limiter })
     }
 
-    /// Takes a token for a message from `source`: `Some(wait)` when it is over its rate.
-    fn over_rate(&self, source: &Destination) -> Option<std::time::Duration> {
-        let limiter = self.limiter.as_ref()?;
+    /// Takes a token for a message from `source`.
+    fn admit(&self, source: &Destination) -> Admission {
+        let Some(limiter) = self.limiter.as_ref() else {
+            return Admission::Allowed;
+        };
         let admission = limiter.admit(source.addr.ip());
         METRICS
             .rate_limit_sources
             .set(i64::try_from(limiter.tracked()).unwrap_or(i64::MAX));
-        match admission {
-            Admission::Allowed => None,
-            Admission::Limited { retry_after } => Some(retry_after),
+        admission
+    }
+
+    /// Whether a message from `source` is dropped before parsing: the source is over its
+    /// rate and has had its share of 503s.
+    fn shed(&self, source: &Destination) -> bool {
+        let shed = self
+            .limiter
+            .as_ref()
+            .is_some_and(|limiter| limiter.shedding(source.addr.ip()));
+        if shed {
+            METRICS
+                .messages_dropped
+                .with_label_values(&["rate_limited"])
+                .inc();
         }
+        shed
     }
 
     /// Processes inbound messages until the transport closes.
@@ -85,6 +101,9 @@ impl<A: Application> Endpoint<A> {
     }
 
     fn receive(&self, inbound: Inbound) {
+        if self.shed(&inbound.source) {
+            return;
+        }
         match parse(&inbound.bytes) {
             Ok(SipMessage::Request(request)) => self.receive_request(request, inbound.source),
             Ok(SipMessage::Response(response)) => self.receive_response(response, inbound.source),
@@ -94,7 +113,7 @@ impl<A: Application> Endpoint<A> {
                     .head
                     .as_ref()
                     .and_then(|head| response_to_raw(head, error.status, &error.reason));
-                if answer.is_some() && self.over_rate(&inbound.source).is_some() {
+                if answer.is_some() && self.admit(&inbound.source) != Admission::Allowed {
                     // A source over its rate gets no 400s either: no reflection.
                     METRICS
                         .messages_dropped
@@ -236,8 +255,18 @@ impl<A: Application> Endpoint<A> {
                 else {
                     return; // a retransmission, absorbed by its transaction
                 };
-                if let Some(wait) = self.over_rate(&source) {
-                    return self.refuse_over_rate(&request, &reply_to, wait);
+                match self.admit(&source) {
+                    Admission::Allowed => {}
+                    Admission::Limited { retry_after } => {
+                        return self.refuse_over_rate(&request, &reply_to, retry_after);
+                    }
+                    Admission::Shed => {
+                        METRICS
+                            .messages_dropped
+                            .with_label_values(&["rate_limited"])
+                            .inc();
+                        return;
+                    }
                 }
                 match ServerTransaction::start(&self.ctx, request, reply_to) {
                     Ok(tx) => {
