@@ -254,7 +254,7 @@ fn flood_packet(i: usize, from: SocketAddr, edge: SocketAddr) -> Vec<u8> {
             .replace(&format!("Call-ID: flood-{i}-{}\r\n", from.port()), "")
             .into_bytes(),
         // A head cut in the middle.
-        6 => head("INVITE", &unknown, "")[..60].as_bytes().to_vec(),
+        6 => head("INVITE", &unknown, "").as_bytes()[..60].to_vec(),
         // Binary junk.
         _ => (0..200u32)
             .map(|b| (b.wrapping_mul(31).wrapping_add(i as u32) % 251) as u8)
