@@ -127,13 +127,7 @@ fn a_refer_storm_in_one_call_gets_503_past_the_limit_through_any_edge() {
     let redis = RedisServer::start();
     let app = AppServer::start();
     let bob = Sipp::server("uas_answer.xml");
-    app.rcml(
-        "/voice",
-        &format!(
-            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
-            bob.addr
-        ),
-    );
+    app.dials("/voice", bob.addr);
     app.rcml("/refer", "<Response><Hangup/></Response>");
     let mut route = number_route(NUMBER_A, &app.url("/voice"), Some(&app.url("/refer")));
     route.refer_target_allow = vec!["desk-[0-9]+".to_owned()];

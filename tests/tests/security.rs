@@ -20,10 +20,7 @@ const NONCE_SECRET: &str = "a secret every edge of the install shares";
 
 /// Number A: its voiceUrl dials `bob`; its referUrl answers `refer` (RCML).
 fn number_a(app: &AppServer, bob: SocketAddr, refer: &str) -> PathBuf {
-    app.rcml(
-        "/voice",
-        &format!("<Response><Dial><Sip>sip:callee@{bob}</Sip></Dial></Response>"),
-    );
+    app.dials("/voice", bob);
     app.rcml("/refer", refer);
     let dir = scratch_dir("security");
     phone_number(
@@ -159,16 +156,22 @@ fn a_caller_with_credentials_completes_a_call_through_digest() {
     assert_eq!(auth_metric(&edge, "INVITE", "authenticated"), 1.0);
 }
 
-#[test]
-fn a_wrong_password_or_an_unknown_user_is_refused_403_after_a_fresh_challenge() {
+/// An edge with digest authentication whose number A dials nobody (port 9): a caller
+/// who is not authenticated must never be dialled through.
+fn auth_edge_dialling_nobody() -> (AppServer, Edge) {
     let app = AppServer::start();
-    // Nobody answers: a refused caller must never be dialled through.
     let dir = number_a(
         &app,
         "127.0.0.1:9".parse().expect("an address"),
         "<Response/>",
     );
     let edge = edge_with(&dir, &auth_args(&credentials()));
+    (app, edge)
+}
+
+#[test]
+fn a_wrong_password_or_an_unknown_user_is_refused_403_after_a_fresh_challenge() {
+    let (app, edge) = auth_edge_dialling_nobody();
 
     for (user, password) in [("alice", "guess"), ("mallory", "wonderland")] {
         assert_success(&alice_with("uac_auth_refused.xml", edge.sip, user, password).run());
@@ -185,13 +188,7 @@ fn a_wrong_password_or_an_unknown_user_is_refused_403_after_a_fresh_challenge() 
 /// routing, so a scanner cannot tell which numbers exist.
 #[test]
 fn unknown_numbers_are_challenged_like_known_ones() {
-    let app = AppServer::start();
-    let dir = number_a(
-        &app,
-        "127.0.0.1:9".parse().expect("an address"),
-        "<Response/>",
-    );
-    let edge = edge_with(&dir, &auth_args(&credentials()));
+    let (_app, edge) = auth_edge_dialling_nobody();
     let mut statuses = Vec::new();
     for number in [NUMBER_A, "+19990000000"] {
         let mut caller = Ua::new("scanner");
@@ -236,13 +233,7 @@ fn a_refer_is_challenged_and_goes_through_with_credentials() {
             &auth_uri,
         ],
     );
-    app.rcml(
-        "/voice",
-        &format!(
-            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
-            bob.addr
-        ),
-    );
+    app.dials("/voice", bob.addr);
 
     let mut alice = Ua::new("alice");
     let answer = alice.invite(edge.sip, NUMBER_A);
@@ -353,13 +344,7 @@ fn a_nonce_issued_by_one_edge_is_accepted_by_another() {
     let redis = RedisServer::start();
     let app = AppServer::start();
     let bob = Sipp::server("uas_answer.xml");
-    app.rcml(
-        "/voice",
-        &format!(
-            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
-            bob.addr
-        ),
-    );
+    app.dials("/voice", bob.addr);
     program(
         &redis.url(),
         &[number_route(NUMBER_A, &app.url("/voice"), None)],
