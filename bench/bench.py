@@ -471,9 +471,9 @@ def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
     """What the edge sends to Redis for a call, from MONITOR over a few calls at a low
     rate. MONITOR marks commands run inside a script `[... lua]`, so they are told apart
     from the ones the edge sent; only commands on a call's keys count (not the timer
-    poll or the routing-table version check, which do not grow with calls). A timer's
-    ZADDs travel in the same pipeline as the script they go with (docs/call-state.md),
-    so round trips = commands sent - ZADDs."""
+    poll, which names a bucket's timer set, nor the routing-table version check: neither
+    grows with calls). Every store operation is one command or script
+    (docs/call-state.md), so round trips = commands sent."""
     path = os.path.join(workdir, "monitor.log")
     with open(path, "wb") as out:
         monitor = subprocess.Popen(["redis-cli", "-p", str(redis.port), "MONITOR"],
@@ -487,8 +487,7 @@ def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
     in_scripts = 0
     with open(path, errors="replace") as f:
         for line in f:
-            if "sy:v1:call:" not in line and "sy:v1:dlg:" not in line \
-                    and not ('"ZADD"' in line.upper() and "sy:v1:timers" in line):
+            if "sy:v2:call:" not in line and "sy:v2:dlg:" not in line:
                 continue
             if " lua]" in line:
                 in_scripts += 1
@@ -502,7 +501,7 @@ def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
     return {
         "calls": step["ok"], "sent": {k: v / ok for k, v in sorted(sent.items())},
         "sent_per_call": total / ok, "in_scripts_per_call": in_scripts / ok,
-        "round_trips_per_call": (total - sent.get("zadd", 0)) / ok,
+        "round_trips_per_call": total / ok,
     }
 
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use rsip::Method;
+use switchyard_routing::{RedisAuth, RedisTarget, RedisUrlError};
 
 use crate::auth::AuthConfig;
 use crate::auth::credentials::Credentials;
@@ -50,18 +51,35 @@ pub struct Config {
     pub phone_numbers: Vec<PathBuf>,
 
     /// Redis holding the routing table (written by the operator) and all call state,
-    /// shared by every edge process: `redis://[:password@]host:port/[db]` (`rediss://` for
-    /// TLS). Absent: standalone mode with an in-memory store.
-    #[arg(long = "redis-url", env = "SWITCHYARD_REDIS_URL")]
+    /// shared by every edge process: one server (redis://, rediss:// for TLS), a Redis
+    /// Cluster (redis+cluster://host:port,host:port) or a Sentinel-managed master
+    /// (redis+sentinel://host:26379,.../master-name). Absent: standalone mode with an
+    /// in-memory store.
+    #[arg(
+        long = "redis-url",
+        env = "SWITCHYARD_REDIS_URL",
+        value_name = "URL",
+        long_help = switchyard_routing::redis_target::REDIS_URL_HELP
+    )]
     pub redis_url: Option<String>,
 
-    /// Redis password, overriding the URL's (the Helm chart passes it from a Secret).
+    /// Redis password of the data nodes, overriding the URL's (the Helm chart passes it
+    /// from a Secret).
     #[arg(
         long = "redis-password",
         env = "SWITCHYARD_REDIS_PASSWORD",
         hide_env_values = true
     )]
     pub redis_password: Option<String>,
+
+    /// Password of the sentinels themselves, with a redis+sentinel:// URL (none by
+    /// default).
+    #[arg(
+        long = "redis-sentinel-password",
+        env = "SWITCHYARD_REDIS_SENTINEL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub redis_sentinel_password: Option<String>,
 
     /// How long a Redis command may take before the edge treats Redis as unavailable
     /// (new calls then get 503 with Retry-After).
@@ -317,10 +335,8 @@ impl Config {
         {
             return Err(error("--advertise", "expected host or host:port"));
         }
-        if let Some(url) = &self.redis_url
-            && redis::Client::open(url.as_str()).is_err()
-        {
-            return Err(error("--redis-url", "not a Redis URL (redis://host:port/)"));
+        if let Some(Err(e)) = self.redis_target() {
+            return Err(error("--redis-url", &e.to_string()));
         }
         if let Some(proxy) = &self.outbound_proxy
             && (proxy.is_empty() || proxy.contains(['<', '>', ';', ' ', '@']))
@@ -486,13 +502,15 @@ impl Config {
             .collect()
     }
 
-    /// The Redis client, with --redis-password applied.
-    pub fn redis_client(&self) -> Option<Result<redis::Client, redis::RedisError>> {
+    /// The Redis that --redis-url names, with the passwords applied; `None` in
+    /// standalone mode. Does not connect.
+    pub fn redis_target(&self) -> Option<Result<RedisTarget, RedisUrlError>> {
         let url = self.redis_url.as_ref()?;
-        Some(switchyard_routing::redis_table::client_with_password(
-            url,
-            self.redis_password.as_deref(),
-        ))
+        let auth = RedisAuth {
+            password: self.redis_password.clone(),
+            sentinel_password: self.redis_sentinel_password.clone(),
+        };
+        Some(RedisTarget::parse(url, &auth))
     }
 
     /// The address for Via headers.

@@ -92,13 +92,13 @@ async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitC
     // Ready once routes are known: at once in standalone mode, after the first load of the
     // routing table from Redis otherwise.
     let mut first_table = None;
-    let (routes, store): (Arc<dyn RouteLookup>, AnyCallStore) = match config.redis_client() {
+    let (routes, store): (Arc<dyn RouteLookup>, AnyCallStore) = match config.redis_target() {
         Some(Err(e)) => {
             eprintln!("switchyard-edge: --redis-url: {e}");
             return ExitCode::from(2);
         }
-        Some(Ok(client)) => {
-            let table = match RedisRoutes::new(client.clone()) {
+        Some(Ok(target)) => {
+            let table = match RedisRoutes::new(target.clone()) {
                 Ok(table) => table,
                 Err(e) => {
                     eprintln!("switchyard-edge: --redis-url: {e}");
@@ -107,14 +107,14 @@ async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitC
             };
             let (cache, _follower) = CachedRoutes::follow(table, CacheOptions::default());
             first_table = Some(cache.versions());
-            let store = match RedisCallStore::new(client, config.redis_timeout) {
+            let store = match RedisCallStore::new(target.clone(), config.redis_timeout) {
                 Ok(store) => store,
                 Err(e) => {
                     eprintln!("switchyard-edge: --redis-url: {e}");
                     return ExitCode::from(2);
                 }
             };
-            info!("routes and call state in Redis");
+            info!(redis = %target, "routes and call state in Redis");
             (cache, AnyCallStore::Redis(store))
         }
         None => {

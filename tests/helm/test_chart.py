@@ -601,6 +601,63 @@ def test_default_bundled_redis_keeps_its_data_on_a_claim_without_a_password():
     assert "WARNING: Redis runs as a single pod" in r.notes
 
 
+CLUSTER_URL = "redis+cluster://redis-0.redis.data:6379,redis-1.redis.data:6379,redis-2.redis.data:6379"
+SENTINEL_URL = "redis+sentinel://sentinel-0.data:26379,sentinel-1.data:26379,sentinel-2.data:26379/mymaster"
+
+
+@pytest.mark.parametrize("url", [CLUSTER_URL, CLUSTER_URL.replace("redis+", "rediss+"), SENTINEL_URL])
+def test_cluster_and_sentinel_urls_reach_both_binaries(url):
+    values = {"redis": {"url": url, "bundled": {"enabled": False}, "auth": {"existingSecret": "redis-auth"}}}
+    chart().validate_schema(values)
+    r = render(values)
+    assert r.of_kind("StatefulSet") == []
+    for e in redis_env(r):
+        assert e["SWITCHYARD_REDIS_URL"]["value"] == url
+        assert e["SWITCHYARD_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "password"}
+        assert "SWITCHYARD_REDIS_SENTINEL_PASSWORD" not in e
+
+
+def test_the_sentinels_password_comes_from_the_same_secret():
+    values = {
+        "redis": {
+            "url": SENTINEL_URL,
+            "bundled": {"enabled": False},
+            "auth": {"existingSecret": "redis-auth", "existingSecretSentinelPasswordKey": "sentinel-password"},
+        }
+    }
+    chart().validate_schema(values)
+    for e in redis_env(render(values)):
+        assert e["SWITCHYARD_REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "redis-auth",
+            "key": "sentinel-password",
+        }
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"auth": {"existingSecretSentinelPasswordKey": "s"}, "url": SENTINEL_URL}, "set that Secret too"),
+        (
+            {"auth": {"existingSecret": "a", "existingSecretSentinelPasswordKey": "s"}, "url": CLUSTER_URL},
+            "is for Sentinel",
+        ),
+    ],
+)
+def test_a_sentinel_password_without_its_secret_or_without_sentinel_is_refused(values, message):
+    values = {"redis": {**values, "bundled": {"enabled": False}}}
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+sentinel://sentinel-0:26379", "redis+sentinel://s/m/db", "redis+cluster:/h:6379", "memcached://h"],
+)
+def test_the_schema_refuses_redis_urls_the_binaries_would(url):
+    with pytest.raises(helm.HelmValuesError, match="/redis/url"):
+        chart().validate_schema({"redis": {"url": url, "bundled": {"enabled": False}}})
+
+
 @pytest.mark.parametrize(
     "values, message",
     [

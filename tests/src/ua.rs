@@ -79,7 +79,7 @@ impl Ua {
         self.local
     }
 
-    /// The Call-ID of the call this UA places.
+    /// The Call-ID of the calls this UA places.
     pub fn call_id(&self) -> &str {
         &self.call_id
     }
@@ -183,10 +183,9 @@ impl Ua {
     ) -> String {
         let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
         format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{port}-{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{local}>;tag={from_tag}\r\nTo: <{uri}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n",
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch}.{port};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{local}>;tag={from_tag}\r\nTo: <{uri}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n",
             local = self.local,
-            // Branches unique to this UA (RFC 3261 §8.1.1.7): the edge matches
-            // transactions by branch, so two UAs must not share one.
+            // Branches are unique per UA (RFC 3261 §8.1.1.7), not only per request.
             port = self.local.port(),
             user = self.user,
             from_tag = self.from_tag,
@@ -295,7 +294,7 @@ impl Ua {
     ) -> Option<Answer> {
         self.cseq += 1;
         let text = format!(
-            "{method} sip:switchyard@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKin{port}-{cseq};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {remote}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n{extra}Content-Length: 0\r\n\r\n",
+            "{method} sip:switchyard@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKin{cseq}.{port};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {remote}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n{extra}Content-Length: 0\r\n\r\n",
             local = self.local,
             port = self.local.port(),
             cseq = self.cseq,
