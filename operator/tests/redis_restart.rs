@@ -119,7 +119,10 @@ async fn redis_restarted_empty_is_rebuilt_and_the_edge_follows() {
     );
     let log = operator.log();
     assert!(log.contains("routing table absent from Redis"), "{log}");
-    assert!(log.contains("routing table rebuilt from the watch cache"), "{log}");
+    assert!(
+        log.contains("routing table rebuilt from the watch cache"),
+        "{log}"
+    );
     let status = operator.terminate();
     assert!(status.success(), "exit {status:?}:\n{}", operator.log());
     let _ = std::fs::remove_dir_all(dir);
