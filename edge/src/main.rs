@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use switchyard_edge::auth::Authenticator;
 use switchyard_edge::call::Services;
+use switchyard_edge::ratelimit::SourceLimiter;
 use switchyard_edge::rcml::Fetcher;
 use switchyard_edge::store::{AnyCallStore, MemoryCallStore, RedisCallStore};
 use switchyard_routing::manifests::{LoadedPhoneNumber, load_paths};
@@ -181,6 +183,27 @@ async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitC
             return ExitCode::from(2);
         }
     };
+    // Also checked by validate(); built here once (the credentials file is read again).
+    let (auth, source_limits, refer_limit) = match (
+        config.auth_config(),
+        config.source_limits(),
+        config.refer_limit(),
+    ) {
+        (Ok(auth), Ok(limits), Ok(refer)) => (auth, limits, refer),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("switchyard-edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(auth) = &auth {
+        info!(
+            realm = %auth.realm,
+            clients = auth.credentials.len(),
+            methods = ?auth.methods,
+            trusted = auth.trusted.len(),
+            "digest authentication on"
+        );
+    }
     let ctx = Context {
         wire: Arc::new(transport.clone()),
         timers: config.timers(),
@@ -197,9 +220,11 @@ async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitC
         pod,
         config.account_sid.clone(),
         refer_target_allow,
+        refer_limit,
     );
     tokio::spawn(switchyard_edge::call::timers::run(services.clone()));
-    let endpoint = Endpoint::new(ctx.clone(), app::EdgeApp::new(services.clone()));
+    let app = app::EdgeApp::new(services.clone(), auth.map(Authenticator::new));
+    let endpoint = Endpoint::new(ctx.clone(), app, source_limits.and_then(SourceLimiter::new));
     tokio::spawn(endpoint.run(inbound));
     match first_table {
         None => {

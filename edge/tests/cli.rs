@@ -83,6 +83,46 @@ fn a_missing_required_flag_is_named() {
 }
 
 #[test]
+fn bad_authentication_and_rate_limit_settings_exit_naming_the_flag() {
+    let credentials = std::env::temp_dir().join(format!("cli-credentials-{}", std::process::id()));
+    std::fs::write(&credentials, "alice:wonderland\n").unwrap();
+    let file = credentials.to_str().unwrap();
+    for (args, flag) in [
+        (
+            vec!["--auth-credentials", "/nonexistent/credentials"],
+            "--auth-credentials",
+        ),
+        (vec!["--auth-credentials", file], "--auth-nonce-secret"),
+        (
+            vec![
+                "--auth-credentials",
+                file,
+                "--auth-nonce-secret",
+                "0123456789abcdef",
+                "--auth-methods",
+                "BYE",
+            ],
+            "--auth-methods",
+        ),
+        (
+            vec!["--rate-limit-exempt", "trunk.example"],
+            "--rate-limit-exempt",
+        ),
+        (vec!["--rate-limit-burst=0"], "--rate-limit-burst"),
+    ] {
+        let output = edge()
+            .args(["--check", "--phone-numbers", "x"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_file(credentials);
+}
+
+#[test]
 fn help_documents_each_redis_deployment_and_bad_urls_are_named() {
     let output = edge().arg("--help").output().unwrap();
     assert!(output.status.success());

@@ -3,6 +3,7 @@
 
 pub mod app_server;
 pub mod baresip;
+pub mod manifests;
 pub mod processes;
 pub mod redis_cluster;
 pub mod redis_sentinel;

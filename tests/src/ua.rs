@@ -56,12 +56,17 @@ impl Answer {
 
 impl Ua {
     pub fn new(user: &str) -> Ua {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("a UDP port for the test UA");
+        Self::new_on(user, "127.0.0.1")
+    }
+
+    /// A UA on another loopback address (`127.0.0.2`, ...): another source to the edge.
+    pub fn new_on(user: &str, ip: &str) -> Ua {
+        let socket = UdpSocket::bind((ip, 0)).expect("a UDP port for the test UA");
         let local = socket.local_addr().expect("its address");
         Ua {
             socket,
             local,
-            call_id: format!("ua-{}-{}@127.0.0.1", std::process::id(), local.port()),
+            call_id: format!("ua-{}-{}@{ip}", std::process::id(), local.port()),
             from_tag: format!("ua{}", local.port()),
             user: user.to_owned(),
             cseq: 0,
@@ -77,6 +82,13 @@ impl Ua {
     /// The Call-ID of the calls this UA places.
     pub fn call_id(&self) -> &str {
         &self.call_id
+    }
+
+    /// From now on, sends as if in the call `call_id` with From tag `from_tag`: a third
+    /// party forging requests in someone else's dialog.
+    pub fn impersonate(&mut self, call_id: &str, from_tag: &str) {
+        self.call_id = call_id.to_owned();
+        self.from_tag = from_tag.to_owned();
     }
 
     fn send(&self, to: SocketAddr, text: &str) {

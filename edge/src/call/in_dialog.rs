@@ -185,6 +185,29 @@ pub async fn request(services: Arc<Services>, tx: ServerTransaction) {
             };
             return tx.respond(refusal(request, 481, reason, None));
         }
+        // Only the party of this leg may send in its dialog: its From tag must be the
+        // remote tag the dialog was set up with (RFC 3261 §12.2.2). The Call-ID and our
+        // tag are in every message of the call, so whoever saw one could otherwise forge
+        // a BYE or a REFER.
+        let from_tag = request.tag_from().ok().flatten().unwrap_or_default();
+        if leg
+            .dialog
+            .as_ref()
+            .is_some_and(|d| d.remote_tag != from_tag)
+        {
+            let method = request.method.to_string();
+            warn!(%method, "From tag is not the dialog's: refused");
+            METRICS
+                .dialog_mismatches
+                .with_label_values(&[&method])
+                .inc();
+            return tx.respond(refusal(
+                request,
+                481,
+                "the From tag does not match the dialog",
+                None,
+            ));
+        }
         let (leg, other) = (leg.clone(), other.cloned());
         tracing::Span::current().record("sid", sid.as_str());
         match request.method {

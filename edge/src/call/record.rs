@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use switchyard_routing::{AppUrl, Route};
 
+use crate::ratelimit::RequestWindow;
 use crate::sip::dialog::{Dialog, uri_of};
 use crate::sip::transport::{Destination, Protocol};
 use crate::store::{Op, dialog_id};
@@ -250,6 +251,10 @@ pub struct CallRecord {
     pub owner: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferRecord>,
+    /// REFERs counted in the current window (`--refer-limit-per-call`), whichever edge
+    /// process received them: past the limit a REFER storm gets 503.
+    #[serde(default, skip_serializing_if = "RequestWindow::is_empty")]
+    pub refers: RequestWindow,
 }
 
 impl CallRecord {
@@ -428,6 +433,7 @@ mod tests {
                 owner: "edge-1".into(),
                 target: Some(leg("t1", "sy00-t1@edge", "tag-t", false)),
             }),
+            refers: Default::default(),
         }
     }
 

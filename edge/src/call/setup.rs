@@ -189,6 +189,7 @@ impl Setup {
             created_ms: now_ms(),
             owner: s.pod.clone(),
             transfer: None,
+            refers: Default::default(),
         };
         let ops = [Op::IndexDialog {
             dialog_id: record.inbound.index(),

@@ -167,6 +167,9 @@ pub async fn refer(
     from_leg: String,
 ) {
     let request = tx.request.clone();
+    if !within_refer_limit(&services, &tx, &record).await {
+        return;
+    }
     let refer_to = match parse_refer_to(request.header_value("Refer-To").as_deref()) {
         Ok(refer_to) => refer_to,
         Err(refusal) => return reject(&tx, &refusal),
@@ -277,6 +280,61 @@ pub async fn refer(
     };
     let span = info_span!("transfer", sid = %record.sid, target = %transfer.refer_to.target);
     tokio::spawn(transfer.run().instrument(span));
+}
+
+/// Counts the REFER in the call's window (in the record, so every edge process counts
+/// the same REFERs) before anything else is done with it. Past `--refer-limit-per-call`
+/// it is answered 503 with Retry-After (the end of the window) and `false` returned: a
+/// REFER storm, or a transferor trying target after target against referTargetAllow.
+async fn within_refer_limit(
+    services: &Services,
+    tx: &ServerTransaction,
+    record: &CallRecord,
+) -> bool {
+    let limit = services.refer_limit;
+    if limit.is_off() {
+        return true;
+    }
+    let now = now_ms();
+    let counted = update(services, &record.sid, LIVE_TTL, &[], move |r| {
+        // Over the limit is read from the committed record below.
+        let _ = r.refers.count(now, limit.per_window, limit.window);
+    })
+    .await;
+    let Some(counted) = counted else {
+        tx.respond(crate::call::refusal(
+            &tx.request,
+            500,
+            "call state store unavailable",
+            Some(5),
+        ));
+        return false;
+    };
+    let Some(wait) = counted
+        .refers
+        .over_limit(limit.per_window, now, limit.window)
+    else {
+        return true;
+    };
+    info!(
+        refers = counted.refers.count,
+        "REFER storm: refused until the window ends"
+    );
+    METRICS
+        .rate_limited
+        .with_label_values(&["call", "REFER"])
+        .inc();
+    METRICS
+        .transfers
+        .with_label_values(&["rejected", "rate_limited"])
+        .inc();
+    tx.respond(crate::call::refusal(
+        &tx.request,
+        503,
+        "too many REFERs in this call",
+        Some(crate::ratelimit::retry_after_seconds(wait)),
+    ));
+    false
 }
 
 enum Claim {
