@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use crate::free_port;
+use crate::redis_server::free_ports;
 
 pub struct Baresip {
     child: Child,
@@ -41,7 +41,8 @@ fn silence_wav() -> Vec<u8> {
 impl Baresip {
     /// Starts baresip as `user`, answering every call automatically.
     pub fn start(user: &str) -> Baresip {
-        let port = free_port();
+        // baresip also listens on port + 1 (SIP over TLS), so take both.
+        let port = free_ports(2);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
         let dir =
             std::env::temp_dir().join(format!("switchyard-baresip-{}-{port}", std::process::id()));
@@ -67,7 +68,7 @@ impl Baresip {
             .arg("-f")
             .arg(&dir)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("log")).expect("a log file"))
             .stderr(Stdio::null())
             .spawn()
             .expect("baresip on PATH (Debian package baresip-core)");
@@ -96,6 +97,10 @@ impl Drop for Baresip {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            eprintln!("--- baresip log ---\n{log}");
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

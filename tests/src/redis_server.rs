@@ -22,22 +22,34 @@ pub struct RedisServer {
 /// twice in one test process: the kernel may hand a just-released port out again before
 /// the server it was meant for binds it.
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// A port `p` such that `p .. p + count` are all free (TCP and UDP) and handed out to
+/// nobody else: for a program that binds neighbours of its port (baresip listens for
+/// SIP over TLS on its SIP port + 1, whatever its configured transports).
+pub fn free_ports(count: u16) -> u16 {
     use std::collections::HashSet;
     use std::sync::{LazyLock, Mutex};
     static HANDED_OUT: LazyLock<Mutex<HashSet<u16>>> = LazyLock::new(Default::default);
+    let free = |port: u16| {
+        TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+    };
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free TCP port on 127.0.0.1");
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+        let Some(last) = port.checked_add(count - 1) else {
+            continue;
+        };
+        if !(port..=last).all(free) {
             continue;
         }
-        if HANDED_OUT
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(port)
-        {
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if (port..=last).all(|p| !handed_out.contains(&p)) {
+            handed_out.extend(port..=last);
             return port;
         }
     }
