@@ -48,6 +48,8 @@ impl std::error::Error for ParseError {}
 pub struct RawHead {
     pub start_line: String,
     pub headers: Vec<(String, String)>,
+    /// The first header line that is not `name: value` (it has no colon), if any.
+    pub line_without_colon: Option<String>,
 }
 
 impl RawHead {
@@ -170,11 +172,22 @@ pub fn head_end(bytes: &[u8]) -> Option<usize> {
         .map(|i| i + 4)
 }
 
+/// Whether `head` has a CR not followed by LF, or an LF not preceded by CR.
+fn has_bare_line_break(head: &str) -> bool {
+    let bytes = head.as_bytes();
+    bytes.iter().enumerate().any(|(i, b)| match b {
+        b'\r' => bytes.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || bytes[i - 1] != b'\r',
+        _ => false,
+    })
+}
+
 /// Splits and normalises a message head (see the module comment).
 pub fn parse_head(text: &str) -> RawHead {
     let mut lines = text.split("\r\n");
     let start_line = lines.next().unwrap_or_default().trim().to_owned();
     let mut headers: Vec<(String, String)> = Vec::new();
+    let mut line_without_colon = None;
     for line in lines {
         if line.is_empty() {
             break;
@@ -188,6 +201,7 @@ pub fn parse_head(text: &str) -> RawHead {
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
+            line_without_colon.get_or_insert_with(|| line.to_owned());
             headers.push((line.trim().to_owned(), String::new()));
             continue;
         };
@@ -214,6 +228,7 @@ pub fn parse_head(text: &str) -> RawHead {
     RawHead {
         start_line,
         headers: split,
+        line_without_colon,
     }
 }
 
@@ -238,6 +253,7 @@ const SINGLETON_HEADERS: [&str; 6] = [
 ///   §8.2.1; RFC 4475 §3.1.1.2, §3.1.1.5), or 400 when its CSeq names another method
 ///   (§3.1.2.18);
 /// - a header of [`SINGLETON_HEADERS`] twice is 400 (rsip would take the first);
+/// - a header line without a colon is 400 (RFC 3261 §7.3: `name: value`);
 /// - From or To with an unterminated quoted string is 400 (§3.1.2.6: rsip would read
 ///   the quote as part of a display name and carry on).
 pub fn check_head(head: &RawHead) -> Result<(), (u16, String)> {
@@ -275,6 +291,12 @@ pub fn check_head(head: &RawHead) -> Result<(), (u16, String)> {
         }
         // Other shapes (extra spaces, a space inside the URI) are left to rsip, which
         // refuses them (RFC 4475 §3.1.2.8, §3.1.2.9): 400.
+    }
+    if let Some(line) = &head.line_without_colon {
+        // rsip would take it as a header with an empty value, and print it back with a
+        // colon: `t` then reads as a second To (found by fuzzing).
+        let shown: String = line.chars().take(40).collect();
+        return Err((400, format!("header line without a colon: {shown:?}")));
     }
     for name in SINGLETON_HEADERS {
         if head.all(name).nth(1).is_some() {
@@ -412,6 +434,12 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
         status: 400,
         head: Some(head.clone()),
     };
+    if has_bare_line_break(head_text) {
+        // Lines end in CRLF only (RFC 3261 §7.3.1). A lone CR or LF stays inside a header
+        // value, rsip takes it, and every response copying the value would carry it:
+        // a line break a peer reads where the edge wrote none (found by fuzzing).
+        return Err(fail("bare CR or LF in the message head".into()));
+    }
     if let Err((status, reason)) = check_head(&head) {
         return Err(ParseError {
             status,
@@ -632,6 +660,14 @@ pub fn response_to_raw(head: &RawHead, code: u16, reason: &str) -> Option<Vec<u8
     if vias.is_empty() {
         return None;
     }
+    // Copied values must not break a line of the answer (see `has_bare_line_break`).
+    if [from, to, call_id, cseq]
+        .into_iter()
+        .chain(vias.iter().copied())
+        .any(|value| value.contains(['\r', '\n']))
+    {
+        return None;
+    }
     let mut text = format!("SIP/2.0 {code} {}\r\n", reason_phrase(code));
     for via in vias {
         text.push_str(&format!("Via: {via}\r\n"));
@@ -793,6 +829,38 @@ mod tests {
             .as_ref()
             .and_then(|h| response_to_raw(h, 400, "x"));
         assert!(no_response.is_none());
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/sip_message/crash-90a4d53f...`, minimised by hand):
+    /// a lone CR inside From was kept in the value and copied into the 400.
+    #[test]
+    fn a_bare_cr_or_lf_in_the_head_is_refused_and_never_echoed() {
+        for broken in [
+            "f: <sip:alice@example.com>;tag=a1\r sip:x@evil\r\n",
+            "f: <sip:alice@example.com>;tag=a1\nVia: SIP/2.0/UDP evil\r\n",
+        ] {
+            let text = OPTIONS.replace("f: <sip:alice@example.com>;tag=a1\r\n", broken);
+            let error = parse(text.as_bytes()).unwrap_err();
+            assert_eq!(error.status, 400);
+            assert_eq!(error.reason, "bare CR or LF in the message head");
+            let head = error.head.expect("the head is kept for the log");
+            assert_eq!(response_to_raw(&head, 400, &error.reason), None);
+        }
+        assert!(!has_bare_line_break("a\r\nb\r\n\r\n"));
+        assert!(has_bare_line_break("\na"));
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/sip_message/crash-5c1aaa6d...`, from RFC 4475's
+    /// baddn): a line `T` without a colon was passed on as a header `T`, which reads as
+    /// a second To once serialised.
+    #[test]
+    fn a_header_line_without_a_colon_is_refused() {
+        let text = OPTIONS.replace("i: call-1\r\n", "i: call-1\r\nT\r\n");
+        let error = parse(text.as_bytes()).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert_eq!(error.reason, "header line without a colon: \"T\"");
+        let head = error.head.expect("the head is kept for the answer");
+        assert!(response_to_raw(&head, 400, &error.reason).is_some());
     }
 
     #[test]
