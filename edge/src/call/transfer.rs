@@ -108,18 +108,53 @@ pub fn parse_refer_to(value: Option<&str>) -> Result<ReferTo, Refusal> {
             "replaces",
         ));
     }
+    if scheme != "tel" {
+        let parsed = parse_uri(&uri).ok_or(refuse(
+            400,
+            "Refer-To is not a valid SIP URI",
+            "bad_refer_to",
+        ))?;
+        // `user_of` of `sip:host` is the host: ask the parser whether there is a user.
+        if parsed.user().is_none_or(str::is_empty) {
+            return Err(refuse(400, "Refer-To has no user part", "bad_refer_to"));
+        }
+    }
     let target = user_of(&uri);
     if target.is_empty() {
         return Err(refuse(400, "Refer-To has no user part", "bad_refer_to"));
     }
-    if scheme != "tel" && parse_uri(&uri).is_none() {
+    // The target becomes the user part of the Request-URI a `<Number>` dials through the
+    // outbound proxy (`sip:{target}@proxy`): a character no SIP user part may hold could
+    // make that URI mean something else (fuzzing found `[2001:db8::1]` as a target).
+    if !is_sip_user(&target) {
         return Err(refuse(
             400,
-            "Refer-To is not a valid SIP URI",
+            "Refer-To user part has characters a SIP user part cannot have",
             "bad_refer_to",
         ));
     }
     Ok(ReferTo { uri, target })
+}
+
+/// RFC 3261 §25.1 `user`: unreserved and user-unreserved characters and `%HH` escapes
+/// (`;` too, but `user_of` has already cut the value there).
+fn is_sip_user(user: &str) -> bool {
+    let bytes = user.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit) =>
+            {
+                i += 3;
+                continue;
+            }
+            c if c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,?/".contains(&c) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 /// The REFER target policy (toll fraud: a transferor must not make the edge dial any
@@ -895,6 +930,18 @@ mod tests {
         assert_eq!(code(Some("<nonsense>")), 400);
         assert_eq!(code(Some("<http://evil.example/x>")), 403);
         assert_eq!(code(Some("<mailto:bob@example.com>")), 403);
+        // No user part: found by fuzzing (docs/fuzzing.md), the host was taken as the
+        // ReferTarget and dialled as `sip:[2001:db8::1]@proxy`.
+        assert_eq!(code(Some("<sip:[2001:db8::1]>")), 400);
+        assert_eq!(code(Some("<sip:edge.example;transport=tcp>")), 400);
+        // Characters a SIP user part cannot hold (they would reshape the dialled URI).
+        assert_eq!(code(Some("<tel:+1555[0]>")), 400);
+        assert_eq!(code(Some("<sip:alice:secret@h>")), 400);
+        assert_eq!(code(Some("<tel:+1555%zz>")), 400);
+        assert_eq!(
+            parse_refer_to(Some("<sip:*72%231@h>")).unwrap().target,
+            "*72%231"
+        );
         assert_eq!(
             code(Some(
                 "<sip:carol@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"
