@@ -253,6 +253,7 @@ const SINGLETON_HEADERS: [&str; 6] = [
 ///   §8.2.1; RFC 4475 §3.1.1.2, §3.1.1.5), or 400 when its CSeq names another method
 ///   (§3.1.2.18);
 /// - a header of [`SINGLETON_HEADERS`] twice is 400 (rsip would take the first);
+/// - a response's status code must be three digits from 100 to 699;
 /// - a header line without a colon is 400 (RFC 3261 §7.3: `name: value`);
 /// - From or To with an unterminated quoted string is 400 (§3.1.2.6: rsip would read
 ///   the quote as part of a display name and carry on).
@@ -291,6 +292,16 @@ pub fn check_head(head: &RawHead) -> Result<(), (u16, String)> {
         }
         // Other shapes (extra spaces, a space inside the URI) are left to rsip, which
         // refuses them (RFC 4475 §3.1.2.8, §3.1.2.9): 400.
+    } else {
+        // rsip reads `010` as 10 and would print it back as `10`, which it cannot read
+        // (found by fuzzing): a status code is three digits, 100 to 699 (§7.2, §21).
+        let code = head.start_line.split(' ').nth(1).unwrap_or_default();
+        let valid = code.len() == 3
+            && code.bytes().all(|b| b.is_ascii_digit())
+            && (b'1'..=b'6').contains(&code.as_bytes()[0]);
+        if !valid {
+            return Err((400, format!("invalid status code {code:?}")));
+        }
     }
     if let Some(line) = &head.line_without_colon {
         // rsip would take it as a header with an empty value, and print it back with a
@@ -395,8 +406,34 @@ pub fn host_ip(host: &str) -> Option<std::net::IpAddr> {
 }
 
 /// Parses a URI (IPv6 references included).
+///
+/// rsip 0.4 reads the userinfo only up to the first `.`, so `sip:john.doe@10.0.0.5` came
+/// back with the host `john.doe@10.0.0.5` (found by fuzzing: a dotted ReferTarget, dialled
+/// as `sip:{target}@proxy`, was looked up as a host name). The dots of the userinfo are
+/// escaped for rsip (`%2E` is the same character, RFC 3261 §19.1.4) and restored in the
+/// user and password it returns.
 pub fn parse_uri(text: &str) -> Option<rsip::Uri> {
-    rsip::Uri::try_from(encode_ipv6_references(text.trim()).as_str()).ok()
+    let text = encode_ipv6_references(text.trim());
+    let userinfo = text
+        .split_once(':')
+        .and_then(|(scheme, rest)| Some((scheme.len() + 1, rest.find('@')?)));
+    let Some((start, length)) = userinfo.filter(|&(s, l)| text[s..s + l].contains('.')) else {
+        return rsip::Uri::try_from(text.as_str()).ok();
+    };
+    let escaped = format!(
+        "{}{}{}",
+        &text[..start],
+        text[start..start + length].replace('.', "%2E"),
+        &text[start + length..]
+    );
+    let mut uri = rsip::Uri::try_from(escaped.as_str()).ok()?;
+    if let Some(auth) = uri.auth.as_mut() {
+        auth.user = auth.user.replace("%2E", ".");
+        if let Some(password) = auth.password.as_mut() {
+            *password = password.replace("%2E", ".");
+        }
+    }
+    Some(uri)
 }
 
 /// Parses one complete message (a UDP datagram, or a frame cut from a TCP stream).
@@ -861,6 +898,54 @@ mod tests {
         assert_eq!(error.reason, "header line without a colon: \"T\"");
         let head = error.head.expect("the head is kept for the answer");
         assert!(response_to_raw(&head, 400, &error.reason).is_some());
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/sip_message/crash-7fb5d675...`): `SIP/2.0 010`
+    /// parsed as status 10, which serialises to a status line rsip cannot read.
+    #[test]
+    fn status_codes_are_three_digits_from_100_to_699() {
+        for code in ["010", "10", "1000", "700", "099", "4294967301", "2x0", ""] {
+            let text = format!(
+                "SIP/2.0 {code} OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: x\r\n\r\n"
+            );
+            let error = parse(text.as_bytes()).unwrap_err();
+            assert!(
+                error.reason.starts_with("invalid status code"),
+                "{code}: {error}"
+            );
+        }
+        for code in ["100", "699"] {
+            let text = format!(
+                "SIP/2.0 {code} OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: x\r\n\r\n"
+            );
+            assert!(parse(text.as_bytes()).is_ok(), "{code}");
+        }
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/refer_headers/crash-1f08395f...`): rsip stopped
+    /// reading the user at a dot and took the whole `user@host` as the host.
+    #[test]
+    fn uris_with_dots_in_the_user_part_keep_their_host() {
+        let uri = parse_uri("sip:john.doe@10.0.0.5:5070;transport=tcp").unwrap();
+        assert_eq!(uri.user(), Some("john.doe"));
+        assert_eq!(uri.host_with_port.to_string(), "10.0.0.5:5070");
+        assert_eq!(
+            parse_uri("sip:john.doe@10.0.0.5:5070").unwrap().to_string(),
+            "sip:john.doe@10.0.0.5:5070"
+        );
+        let uri = parse_uri("sip:a.b:p.w@[2001:db8::1]").unwrap();
+        assert_eq!(
+            uri.auth.map(|a| (a.user, a.password)),
+            Some(("a.b".into(), Some("p.w".into())))
+        );
+        assert_eq!(
+            host_ip(&uri.host_with_port.host.to_string()),
+            "2001:db8::1".parse().ok()
+        );
+        let uri = parse_uri("sip:+15551.x?R@proxy.example:5060").unwrap();
+        assert_eq!(uri.host_with_port.to_string(), "proxy.example:5060");
+        // No userinfo: nothing to escape.
+        assert_eq!(parse_uri("sip:edge.example").unwrap().user(), None);
     }
 
     #[test]
