@@ -81,16 +81,19 @@ pub fn parse_refer_to(value: Option<&str>) -> Result<ReferTo, Refusal> {
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .ok_or(refuse(400, "REFER without Refer-To", "missing_refer_to"))?;
-    let uri = uri_of(value);
+    let uri = uri_of(value).trim().to_owned();
     let (scheme, rest) =
         uri.split_once(':')
             .ok_or(refuse(400, "Refer-To is not a URI", "bad_refer_to"))?;
-    let scheme = scheme.trim().to_ascii_lowercase();
+    let scheme = scheme.to_ascii_lowercase();
+    // No whitespace or control character anywhere: rsip would let `sip\t:` or a NUL in
+    // the host through, and the URI goes on to the refer application (found by fuzzing).
     if scheme.is_empty()
         || !scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         || rest.is_empty()
+        || uri.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(refuse(400, "Refer-To is not a URI", "bad_refer_to"));
     }
@@ -109,13 +112,16 @@ pub fn parse_refer_to(value: Option<&str>) -> Result<ReferTo, Refusal> {
         ));
     }
     if scheme != "tel" {
-        let parsed = parse_uri(&uri).ok_or(refuse(
-            400,
-            "Refer-To is not a valid SIP URI",
-            "bad_refer_to",
-        ))?;
-        // `user_of` of `sip:host` is the host: ask the parser whether there is a user.
-        if parsed.user().is_none_or(str::is_empty) {
+        if parse_uri(&uri).is_none() {
+            return Err(refuse(
+                400,
+                "Refer-To is not a valid SIP URI",
+                "bad_refer_to",
+            ));
+        }
+        // `user_of` of `sip:host` is the host. In a SIP URI `@` ends the userinfo and
+        // appears nowhere else unescaped (RFC 3261 §25.1).
+        if !rest.contains('@') {
             return Err(refuse(400, "Refer-To has no user part", "bad_refer_to"));
         }
     }
@@ -938,9 +944,21 @@ mod tests {
         assert_eq!(code(Some("<tel:+1555[0]>")), 400);
         assert_eq!(code(Some("<sip:alice:secret@h>")), 400);
         assert_eq!(code(Some("<tel:+1555%zz>")), 400);
+        // Whitespace or control characters (fuzzing: `<sip\t\t:+/3@h.e\x01\0mple>`).
+        assert_eq!(code(Some("<sip\t\t:+/3@h.e\u{1}\0mple>")), 400);
+        assert_eq!(code(Some("<sip:carol@h\u{0}>")), 400);
+        assert_eq!(code(Some("<sip:carol@h;x=a b>")), 400);
+        assert_eq!(
+            parse_refer_to(Some("< sip:carol@h >")).unwrap().uri,
+            "sip:carol@h"
+        );
         assert_eq!(
             parse_refer_to(Some("<sip:*72%231@h>")).unwrap().target,
             "*72%231"
+        );
+        assert_eq!(
+            parse_refer_to(Some("<sip:john.doe@h>")).unwrap().target,
+            "john.doe"
         );
         assert_eq!(
             code(Some(
