@@ -104,7 +104,8 @@ pub fn parse_refer_to(value: Option<&str>) -> Result<ReferTo, Refusal> {
             "scheme_not_allowed",
         ));
     }
-    if uri.to_ascii_lowercase().contains("replaces=") {
+    // URI header names may be escaped (RFC 3261 §19.1.2): `?Re%70laces=` is Replaces too.
+    if unescaped(&uri).to_ascii_lowercase().contains("replaces=") {
         return Err(refuse(
             501,
             "attended transfer (Replaces) is not supported",
@@ -140,6 +141,29 @@ pub fn parse_refer_to(value: Option<&str>) -> Result<ReferTo, Refusal> {
         ));
     }
     Ok(ReferTo { uri, target })
+}
+
+/// `%HH` escapes decoded (bytes that are not UTF-8 become U+FFFD).
+fn unescaped(text: &str) -> String {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        let hex = tail
+            .get(..2)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(decoded) if byte == b'%' => {
+                bytes.push(decoded);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// RFC 3261 §25.1 `user`: unreserved and user-unreserved characters and `%HH` escapes
@@ -936,6 +960,10 @@ mod tests {
         assert_eq!(code(Some("<nonsense>")), 400);
         assert_eq!(code(Some("<http://evil.example/x>")), 403);
         assert_eq!(code(Some("<mailto:bob@example.com>")), 403);
+        // Replaces with an escaped header name (seen while writing the fuzz invariant).
+        assert_eq!(code(Some("<sip:carol@h?Re%70laces=abc%40h>")), 501);
+        assert_eq!(code(Some("<sip:carol@h?REPLACES%3dabc>")), 501);
+        assert_eq!(unescaped("a%41%zz%+1%4"), "aA%zz%+1%4");
         // No user part: found by fuzzing (docs/fuzzing.md), the host was taken as the
         // ReferTarget and dialled as `sip:[2001:db8::1]@proxy`.
         assert_eq!(code(Some("<sip:[2001:db8::1]>")), 400);
