@@ -193,10 +193,17 @@ pub fn parse_head(text: &str) -> RawHead {
             break;
         }
         if line.starts_with([' ', '\t']) {
-            // Continuation of the previous header (line folding).
-            if let Some((_, value)) = headers.last_mut() {
-                value.push(' ');
-                value.push_str(line.trim());
+            // Continuation of the previous header (line folding). A blank continuation
+            // adds nothing, and a first piece no separator: a value never starts or ends
+            // in whitespace, or it would change when read back (found by fuzzing).
+            let more = line.trim();
+            if let Some((_, value)) = headers.last_mut()
+                && !more.is_empty()
+            {
+                if !value.is_empty() {
+                    value.push(' ');
+                }
+                value.push_str(more);
             }
             continue;
         }
@@ -946,6 +953,16 @@ mod tests {
         assert_eq!(uri.host_with_port.to_string(), "proxy.example:5060");
         // No userinfo: nothing to escape.
         assert_eq!(parse_uri("sip:edge.example").unwrap().user(), None);
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/sip_message/crash-3a6bccd1...`): a blank folded
+    /// line left a trailing space, so the value changed once serialised and read back.
+    #[test]
+    fn folding_never_leaves_whitespace_at_either_end_of_a_value() {
+        let head =
+            parse_head("OPTIONS sip:x SIP/2.0\r\nSubject: a\r\n\t\r\nX-Empty:\r\n  b\r\n\r\n");
+        assert_eq!(head.get("Subject"), Some("a"));
+        assert_eq!(head.get("X-Empty"), Some("b"));
     }
 
     #[test]
