@@ -54,12 +54,8 @@ const HEADERS_READ: &[&str] = &[
 
 /// Where the fuzzed message came from (IPv4 and IPv6, so both Via `received` forms run).
 fn sources() -> [Destination; 3] {
-    let v4: SocketAddr = "192.0.2.7:5062"
-        .parse()
-        .unwrap_or(SocketAddr::from(([0; 4], 0)));
-    let v6: SocketAddr = "[2001:db8::7]:5062"
-        .parse()
-        .unwrap_or(SocketAddr::from(([0; 4], 0)));
+    let v4 = SocketAddr::from(([192, 0, 2, 7], 5062));
+    let v6 = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 7], 5062));
     [
         Destination::udp(v4),
         Destination::udp(v6),
