@@ -36,6 +36,11 @@ cargo build --workspace --bins --locked
 cargo test --workspace --locked 2>&1 | tee "$log"
 bash bench/run.sh --smoke  # the load benchmark's harness, a few seconds (bench/README.md)
 
+# Fuzz smoke (docs/fuzzing.md): the committed corpus replayed through each cargo-fuzz
+# target, then each fuzzed a few seconds; any crash fails the run. Builds in
+# CARGO_TARGET_DIR and installs cargo-fuzz once: about 35 s warm, 5.5 min cold.
+bash fuzz/smoke.sh
+
 # The Helm chart: rendered and linted with Helm v4's Go SDK (helm-python-sdk), every object
 # validated with kubernetes-validate, in the virtualenv at .venv.
 echo "==> helm chart tests (tests/helm)"

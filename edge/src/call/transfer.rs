@@ -78,16 +78,19 @@ pub fn parse_refer_to(value: Option<&str>) -> Result<ReferTo, Refusal> {
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .ok_or(refuse(400, "REFER without Refer-To", "missing_refer_to"))?;
-    let uri = uri_of(value);
+    let uri = uri_of(value).trim().to_owned();
     let (scheme, rest) =
         uri.split_once(':')
             .ok_or(refuse(400, "Refer-To is not a URI", "bad_refer_to"))?;
-    let scheme = scheme.trim().to_ascii_lowercase();
+    let scheme = scheme.to_ascii_lowercase();
+    // No whitespace or control character anywhere: rsip would let `sip\t:` or a NUL in
+    // the host through, and the URI goes on to the refer application (found by fuzzing).
     if scheme.is_empty()
         || !scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         || rest.is_empty()
+        || uri.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(refuse(400, "Refer-To is not a URI", "bad_refer_to"));
     }
@@ -98,25 +101,87 @@ pub fn parse_refer_to(value: Option<&str>) -> Result<ReferTo, Refusal> {
             "scheme_not_allowed",
         ));
     }
-    if uri.to_ascii_lowercase().contains("replaces=") {
+    // URI header names may be escaped (RFC 3261 §19.1.2): `?Re%70laces=` is Replaces too.
+    if unescaped(&uri).to_ascii_lowercase().contains("replaces=") {
         return Err(refuse(
             501,
             "attended transfer (Replaces) is not supported",
             "replaces",
         ));
     }
+    if scheme != "tel" {
+        if parse_uri(&uri).is_none() {
+            return Err(refuse(
+                400,
+                "Refer-To is not a valid SIP URI",
+                "bad_refer_to",
+            ));
+        }
+        // `user_of` of `sip:host` is the host. In a SIP URI `@` ends the userinfo and
+        // appears nowhere else unescaped (RFC 3261 §25.1).
+        if !rest.contains('@') {
+            return Err(refuse(400, "Refer-To has no user part", "bad_refer_to"));
+        }
+    }
     let target = user_of(&uri);
     if target.is_empty() {
         return Err(refuse(400, "Refer-To has no user part", "bad_refer_to"));
     }
-    if scheme != "tel" && parse_uri(&uri).is_none() {
+    // The target becomes the user part of the Request-URI a `<Number>` dials through the
+    // outbound proxy (`sip:{target}@proxy`): a character no SIP user part may hold could
+    // make that URI mean something else (fuzzing found `[2001:db8::1]` as a target).
+    if !is_sip_user(&target) {
         return Err(refuse(
             400,
-            "Refer-To is not a valid SIP URI",
+            "Refer-To user part has characters a SIP user part cannot have",
             "bad_refer_to",
         ));
     }
     Ok(ReferTo { uri, target })
+}
+
+/// `%HH` escapes decoded (bytes that are not UTF-8 become U+FFFD).
+fn unescaped(text: &str) -> String {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        let hex = tail
+            .get(..2)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(decoded) if byte == b'%' => {
+                bytes.push(decoded);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// RFC 3261 §25.1 `user`: unreserved and user-unreserved characters and `%HH` escapes
+/// (`;` too, but `user_of` has already cut the value there).
+fn is_sip_user(user: &str) -> bool {
+    let bytes = user.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit) =>
+            {
+                i += 3;
+                continue;
+            }
+            c if c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,?/".contains(&c) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 /// The REFER target policy (toll fraud: a transferor must not make the edge dial any
@@ -950,6 +1015,34 @@ mod tests {
         assert_eq!(code(Some("<nonsense>")), 400);
         assert_eq!(code(Some("<http://evil.example/x>")), 403);
         assert_eq!(code(Some("<mailto:bob@example.com>")), 403);
+        // Replaces with an escaped header name (seen while writing the fuzz invariant).
+        assert_eq!(code(Some("<sip:carol@h?Re%70laces=abc%40h>")), 501);
+        assert_eq!(code(Some("<sip:carol@h?REPLACES%3dabc>")), 501);
+        assert_eq!(unescaped("a%41%zz%+1%4"), "aA%zz%+1%4");
+        // No user part: found by fuzzing (docs/fuzzing.md), the host was taken as the
+        // ReferTarget and dialled as `sip:[2001:db8::1]@proxy`.
+        assert_eq!(code(Some("<sip:[2001:db8::1]>")), 400);
+        assert_eq!(code(Some("<sip:edge.example;transport=tcp>")), 400);
+        // Characters a SIP user part cannot hold (they would reshape the dialled URI).
+        assert_eq!(code(Some("<tel:+1555[0]>")), 400);
+        assert_eq!(code(Some("<sip:alice:secret@h>")), 400);
+        assert_eq!(code(Some("<tel:+1555%zz>")), 400);
+        // Whitespace or control characters (fuzzing: `<sip\t\t:+/3@h.e\x01\0mple>`).
+        assert_eq!(code(Some("<sip\t\t:+/3@h.e\u{1}\0mple>")), 400);
+        assert_eq!(code(Some("<sip:carol@h\u{0}>")), 400);
+        assert_eq!(code(Some("<sip:carol@h;x=a b>")), 400);
+        assert_eq!(
+            parse_refer_to(Some("< sip:carol@h >")).unwrap().uri,
+            "sip:carol@h"
+        );
+        assert_eq!(
+            parse_refer_to(Some("<sip:*72%231@h>")).unwrap().target,
+            "*72%231"
+        );
+        assert_eq!(
+            parse_refer_to(Some("<sip:john.doe@h>")).unwrap().target,
+            "john.doe"
+        );
         assert_eq!(
             code(Some(
                 "<sip:carol@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"

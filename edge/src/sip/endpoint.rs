@@ -302,7 +302,7 @@ impl<A: Application> Endpoint<A> {
 }
 
 /// The headers every request needs to be handled at all (RFC 3261 §8.1.1).
-fn check_request(request: &Request) -> Result<(), String> {
+pub fn check_request(request: &Request) -> Result<(), String> {
     request.call_id().map_err(|e| e.to_string())?;
     let (_, method) = request.cseq().map_err(|e| e.to_string())?;
     if method != request.method {
@@ -319,7 +319,7 @@ fn check_request(request: &Request) -> Result<(), String> {
 
 /// Adds `received` (when the source differs from sent-by) and fills an empty `rport`
 /// (RFC 3581) on the top Via; returns where responses go (RFC 3261 §18.2.2).
-fn mark_received(request: &mut Request, source: &Destination) -> Destination {
+pub fn mark_received(request: &mut Request, source: &Destination) -> Destination {
     let Some(via) = request.headers.iter_mut().find_map(|h| match h {
         Header::Via(v) => Some(v),
         _ => None,
@@ -368,7 +368,7 @@ fn typed_port(via: &Option<rsip::typed::Via>) -> Option<u16> {
 
 /// Where to answer a message rsip could not parse: `rport` means the source; otherwise
 /// the source IP with the sent-by port.
-fn reply_address_raw(via: &str, source: &Destination) -> Destination {
+pub fn reply_address_raw(via: &str, source: &Destination) -> Destination {
     if source.protocol == Protocol::Tcp || via.to_ascii_lowercase().contains("rport") {
         return *source;
     }

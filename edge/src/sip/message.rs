@@ -48,6 +48,8 @@ impl std::error::Error for ParseError {}
 pub struct RawHead {
     pub start_line: String,
     pub headers: Vec<(String, String)>,
+    /// The first header line that is not `name: value` (it has no colon), if any.
+    pub line_without_colon: Option<String>,
 }
 
 impl RawHead {
@@ -170,24 +172,43 @@ pub fn head_end(bytes: &[u8]) -> Option<usize> {
         .map(|i| i + 4)
 }
 
+/// Whether `head` has a CR not followed by LF, or an LF not preceded by CR.
+fn has_bare_line_break(head: &str) -> bool {
+    let bytes = head.as_bytes();
+    bytes.iter().enumerate().any(|(i, b)| match b {
+        b'\r' => bytes.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || bytes[i - 1] != b'\r',
+        _ => false,
+    })
+}
+
 /// Splits and normalises a message head (see the module comment).
 pub fn parse_head(text: &str) -> RawHead {
     let mut lines = text.split("\r\n");
     let start_line = lines.next().unwrap_or_default().trim().to_owned();
     let mut headers: Vec<(String, String)> = Vec::new();
+    let mut line_without_colon = None;
     for line in lines {
         if line.is_empty() {
             break;
         }
         if line.starts_with([' ', '\t']) {
-            // Continuation of the previous header (line folding).
-            if let Some((_, value)) = headers.last_mut() {
-                value.push(' ');
-                value.push_str(line.trim());
+            // Continuation of the previous header (line folding). A blank continuation
+            // adds nothing, and a first piece no separator: a value never starts or ends
+            // in whitespace, or it would change when read back (found by fuzzing).
+            let more = line.trim();
+            if let Some((_, value)) = headers.last_mut()
+                && !more.is_empty()
+            {
+                if !value.is_empty() {
+                    value.push(' ');
+                }
+                value.push_str(more);
             }
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
+            line_without_colon.get_or_insert_with(|| line.to_owned());
             headers.push((line.trim().to_owned(), String::new()));
             continue;
         };
@@ -214,6 +235,7 @@ pub fn parse_head(text: &str) -> RawHead {
     RawHead {
         start_line,
         headers: split,
+        line_without_colon,
     }
 }
 
@@ -238,6 +260,8 @@ const SINGLETON_HEADERS: [&str; 6] = [
 ///   §8.2.1; RFC 4475 §3.1.1.2, §3.1.1.5), or 400 when its CSeq names another method
 ///   (§3.1.2.18);
 /// - a header of [`SINGLETON_HEADERS`] twice is 400 (rsip would take the first);
+/// - a response's status code must be three digits from 100 to 699;
+/// - a header line without a colon is 400 (RFC 3261 §7.3: `name: value`);
 /// - From or To with an unterminated quoted string is 400 (§3.1.2.6: rsip would read
 ///   the quote as part of a display name and carry on).
 pub fn check_head(head: &RawHead) -> Result<(), (u16, String)> {
@@ -275,6 +299,22 @@ pub fn check_head(head: &RawHead) -> Result<(), (u16, String)> {
         }
         // Other shapes (extra spaces, a space inside the URI) are left to rsip, which
         // refuses them (RFC 4475 §3.1.2.8, §3.1.2.9): 400.
+    } else {
+        // rsip reads `010` as 10 and would print it back as `10`, which it cannot read
+        // (found by fuzzing): a status code is three digits, 100 to 699 (§7.2, §21).
+        let code = head.start_line.split(' ').nth(1).unwrap_or_default();
+        let valid = code.len() == 3
+            && code.bytes().all(|b| b.is_ascii_digit())
+            && (b'1'..=b'6').contains(&code.as_bytes()[0]);
+        if !valid {
+            return Err((400, format!("invalid status code {code:?}")));
+        }
+    }
+    if let Some(line) = &head.line_without_colon {
+        // rsip would take it as a header with an empty value, and print it back with a
+        // colon: `t` then reads as a second To (found by fuzzing).
+        let shown: String = line.chars().take(40).collect();
+        return Err((400, format!("header line without a colon: {shown:?}")));
     }
     for name in SINGLETON_HEADERS {
         if head.all(name).nth(1).is_some() {
@@ -373,8 +413,34 @@ pub fn host_ip(host: &str) -> Option<std::net::IpAddr> {
 }
 
 /// Parses a URI (IPv6 references included).
+///
+/// rsip 0.4 reads the userinfo only up to the first `.`, so `sip:john.doe@10.0.0.5` came
+/// back with the host `john.doe@10.0.0.5` (found by fuzzing: a dotted ReferTarget, dialled
+/// as `sip:{target}@proxy`, was looked up as a host name). The dots of the userinfo are
+/// escaped for rsip (`%2E` is the same character, RFC 3261 §19.1.4) and restored in the
+/// user and password it returns.
 pub fn parse_uri(text: &str) -> Option<rsip::Uri> {
-    rsip::Uri::try_from(encode_ipv6_references(text.trim()).as_str()).ok()
+    let text = encode_ipv6_references(text.trim());
+    let userinfo = text
+        .split_once(':')
+        .and_then(|(scheme, rest)| Some((scheme.len() + 1, rest.find('@')?)));
+    let Some((start, length)) = userinfo.filter(|&(s, l)| text[s..s + l].contains('.')) else {
+        return rsip::Uri::try_from(text.as_str()).ok();
+    };
+    let escaped = format!(
+        "{}{}{}",
+        &text[..start],
+        text[start..start + length].replace('.', "%2E"),
+        &text[start + length..]
+    );
+    let mut uri = rsip::Uri::try_from(escaped.as_str()).ok()?;
+    if let Some(auth) = uri.auth.as_mut() {
+        auth.user = auth.user.replace("%2E", ".");
+        if let Some(password) = auth.password.as_mut() {
+            *password = password.replace("%2E", ".");
+        }
+    }
+    Some(uri)
 }
 
 /// Parses one complete message (a UDP datagram, or a frame cut from a TCP stream).
@@ -412,6 +478,12 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
         status: 400,
         head: Some(head.clone()),
     };
+    if has_bare_line_break(head_text) {
+        // Lines end in CRLF only (RFC 3261 §7.3.1). A lone CR or LF stays inside a header
+        // value, rsip takes it, and every response copying the value would carry it:
+        // a line break a peer reads where the edge wrote none (found by fuzzing).
+        return Err(fail("bare CR or LF in the message head".into()));
+    }
     if let Err((status, reason)) = check_head(&head) {
         return Err(ParseError {
             status,
@@ -632,6 +704,14 @@ pub fn response_to_raw(head: &RawHead, code: u16, reason: &str) -> Option<Vec<u8
     if vias.is_empty() {
         return None;
     }
+    // Copied values must not break a line of the answer (see `has_bare_line_break`).
+    if [from, to, call_id, cseq]
+        .into_iter()
+        .chain(vias.iter().copied())
+        .any(|value| value.contains(['\r', '\n']))
+    {
+        return None;
+    }
     let mut text = format!("SIP/2.0 {code} {}\r\n", reason_phrase(code));
     for via in vias {
         text.push_str(&format!("Via: {via}\r\n"));
@@ -793,6 +873,96 @@ mod tests {
             .as_ref()
             .and_then(|h| response_to_raw(h, 400, "x"));
         assert!(no_response.is_none());
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/sip_message/crash-90a4d53f...`, minimised by hand):
+    /// a lone CR inside From was kept in the value and copied into the 400.
+    #[test]
+    fn a_bare_cr_or_lf_in_the_head_is_refused_and_never_echoed() {
+        for broken in [
+            "f: <sip:alice@example.com>;tag=a1\r sip:x@evil\r\n",
+            "f: <sip:alice@example.com>;tag=a1\nVia: SIP/2.0/UDP evil\r\n",
+        ] {
+            let text = OPTIONS.replace("f: <sip:alice@example.com>;tag=a1\r\n", broken);
+            let error = parse(text.as_bytes()).unwrap_err();
+            assert_eq!(error.status, 400);
+            assert_eq!(error.reason, "bare CR or LF in the message head");
+            let head = error.head.expect("the head is kept for the log");
+            assert_eq!(response_to_raw(&head, 400, &error.reason), None);
+        }
+        assert!(!has_bare_line_break("a\r\nb\r\n\r\n"));
+        assert!(has_bare_line_break("\na"));
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/sip_message/crash-5c1aaa6d...`, from RFC 4475's
+    /// baddn): a line `T` without a colon was passed on as a header `T`, which reads as
+    /// a second To once serialised.
+    #[test]
+    fn a_header_line_without_a_colon_is_refused() {
+        let text = OPTIONS.replace("i: call-1\r\n", "i: call-1\r\nT\r\n");
+        let error = parse(text.as_bytes()).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert_eq!(error.reason, "header line without a colon: \"T\"");
+        let head = error.head.expect("the head is kept for the answer");
+        assert!(response_to_raw(&head, 400, &error.reason).is_some());
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/sip_message/crash-7fb5d675...`): `SIP/2.0 010`
+    /// parsed as status 10, which serialises to a status line rsip cannot read.
+    #[test]
+    fn status_codes_are_three_digits_from_100_to_699() {
+        for code in ["010", "10", "1000", "700", "099", "4294967301", "2x0", ""] {
+            let text = format!(
+                "SIP/2.0 {code} OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: x\r\n\r\n"
+            );
+            let error = parse(text.as_bytes()).unwrap_err();
+            assert!(
+                error.reason.starts_with("invalid status code"),
+                "{code}: {error}"
+            );
+        }
+        for code in ["100", "699"] {
+            let text = format!(
+                "SIP/2.0 {code} OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: x\r\n\r\n"
+            );
+            assert!(parse(text.as_bytes()).is_ok(), "{code}");
+        }
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/refer_headers/crash-1f08395f...`): rsip stopped
+    /// reading the user at a dot and took the whole `user@host` as the host.
+    #[test]
+    fn uris_with_dots_in_the_user_part_keep_their_host() {
+        let uri = parse_uri("sip:john.doe@10.0.0.5:5070;transport=tcp").unwrap();
+        assert_eq!(uri.user(), Some("john.doe"));
+        assert_eq!(uri.host_with_port.to_string(), "10.0.0.5:5070");
+        assert_eq!(
+            parse_uri("sip:john.doe@10.0.0.5:5070").unwrap().to_string(),
+            "sip:john.doe@10.0.0.5:5070"
+        );
+        let uri = parse_uri("sip:a.b:p.w@[2001:db8::1]").unwrap();
+        assert_eq!(
+            uri.auth.map(|a| (a.user, a.password)),
+            Some(("a.b".into(), Some("p.w".into())))
+        );
+        assert_eq!(
+            host_ip(&uri.host_with_port.host.to_string()),
+            "2001:db8::1".parse().ok()
+        );
+        let uri = parse_uri("sip:+15551.x?R@proxy.example:5060").unwrap();
+        assert_eq!(uri.host_with_port.to_string(), "proxy.example:5060");
+        // No userinfo: nothing to escape.
+        assert_eq!(parse_uri("sip:edge.example").unwrap().user(), None);
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/sip_message/crash-3a6bccd1...`): a blank folded
+    /// line left a trailing space, so the value changed once serialised and read back.
+    #[test]
+    fn folding_never_leaves_whitespace_at_either_end_of_a_value() {
+        let head =
+            parse_head("OPTIONS sip:x SIP/2.0\r\nSubject: a\r\n\t\r\nX-Empty:\r\n  b\r\n\r\n");
+        assert_eq!(head.get("Subject"), Some("a"));
+        assert_eq!(head.get("X-Empty"), Some("b"));
     }
 
     #[test]

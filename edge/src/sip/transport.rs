@@ -456,7 +456,7 @@ async fn read_tcp(
     }
 }
 
-enum Frame {
+pub enum Frame {
     Incomplete,
     /// A whole message of this many bytes is at the start of the buffer.
     Message(usize),
@@ -468,7 +468,8 @@ enum Frame {
     },
 }
 
-fn frame(buffer: &[u8], max_body: usize) -> Frame {
+/// Cuts the first message off a TCP stream's buffer (RFC 3261 §18.3: by Content-Length).
+pub fn frame(buffer: &[u8], max_body: usize) -> Frame {
     let Some(head_length) = head_end(buffer) else {
         if buffer.len() > MAX_HEAD_BYTES {
             return Frame::Reject {
