@@ -24,10 +24,16 @@ import tempfile
 import time
 import urllib.request
 
+import pcap
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 SCENARIOS = os.path.join(BENCH, "scenarios")
 NUMBER_BASE = 15550100000  # numbers +15550100000, +15550100001, ...: one per sipp pair
+TRANSFER_BASE = 15550200000  # the transfer scenario's numbers, one per Alice/Bob/Carol trio
+# The transfer flow's peers are the ones the transfer tests show to work with the edge
+# (tests/tests/transfer.rs); the benchmark uses those files rather than copies.
+TEST_SCENARIOS = os.path.join(ROOT, "tests", "scenarios")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 started: list[subprocess.Popen] = []
@@ -169,12 +175,13 @@ class Redis:
     def used_memory(self) -> int:
         return int(self.info("memory")["used_memory"])
 
-    def program_routes(self, routes: list[tuple[str, str]]) -> None:
+    def program_routes(self, routes: list[tuple]) -> None:
         """Writes the routing table the way the operator's full sync leaves it
         (routing/src/redis_table.rs): entries and owners hashes, generation, epoch, and
         a change notification. The edge loads it when it starts (and would reload on the
-        notification or its 5 s version poll)."""
-        for number, voice_url in routes:
+        notification or its 5 s version poll). Each route is (number, voiceUrl) or
+        (number, voiceUrl, referUrl)."""
+        for number, voice_url, *refer in routes:
             owner = f"bench/{number.lstrip('+')}"
             route = {
                 "key": {"kind": "number", "value": number},
@@ -182,6 +189,8 @@ class Redis:
                 "priority": 0,
                 "voice": {"url": voice_url, "method": "POST"},
             }
+            if refer:
+                route["refer"] = {"url": refer[0], "method": "POST"}
             field = f"n:{number}"
             self.cli("HSET", "sy:v1:{routes}:entries", field, json.dumps(route))
             self.cli("HSET", "sy:v1:{routes}:owners", owner, field)
@@ -193,19 +202,20 @@ class Redis:
 
 # ---------------------------------------------------------------- servers under test
 
-class AppServer:
-    """One RCML document per sipp pair: /p<k> dials the callee of pair k."""
+def dial_sip(uri: str) -> str:
+    return f'<?xml version="1.0"?><Response><Dial><Sip>{uri}</Sip></Dial></Response>'
 
-    def __init__(self, workdir: str, callees: list[int]):
+
+class AppServer:
+    """Fixed RCML documents by path; by default one per sipp pair: /p<k> dials the
+    callee of pair k."""
+
+    def __init__(self, workdir: str, callees: list[int], docs: dict | None = None):
         port_file = os.path.join(workdir, "app.port")
         doc_file = os.path.join(workdir, "app.json")
-        docs = {
-            f"/p{k}": (
-                '<?xml version="1.0"?><Response><Dial>'
-                f"<Sip>sip:callee@127.0.0.1:{port}</Sip></Dial></Response>"
-            )
-            for k, port in enumerate(callees)
-        }
+        if docs is None:
+            docs = {f"/p{k}": dial_sip(f"sip:callee@127.0.0.1:{port}")
+                    for k, port in enumerate(callees)}
         with open(doc_file, "w") as f:
             json.dump(docs, f)
         self.proc = spawn(
@@ -217,8 +227,8 @@ class AppServer:
         with open(port_file) as f:
             self.port = int(f.read())
 
-    def url(self, k: int) -> str:
-        return f"http://127.0.0.1:{self.port}/p{k}"
+    def url(self, k: int, prefix: str = "p") -> str:
+        return f"http://127.0.0.1:{self.port}/{prefix}{k}"
 
 
 class Edge:
@@ -295,12 +305,17 @@ class Kamailio:
 # ---------------------------------------------------------------- sipp
 
 class Uas:
-    def __init__(self, workdir: str, name: str):
-        self.port = free_port()
+    """A sipp server (callee) on its own port; by default the benchmark's answering
+    callee, serving calls until stopped. `extra` adds sipp arguments (e.g. `-m N` to
+    exit after N calls, with statistics in a CSV)."""
+
+    def __init__(self, workdir: str, name: str, scenario: str | None = None,
+                 extra: tuple = (), port: int | None = None):
+        self.port = port or free_port()
         self.proc = spawn(
-            ["sipp", "-sf", os.path.join(SCENARIOS, "uas_answer.xml"),
+            ["sipp", "-sf", scenario or os.path.join(SCENARIOS, "uas_answer.xml"),
              "-i", "127.0.0.1", "-p", str(self.port), "-t", "u1", "-nostdin",
-             "-max_recv_loops", "5000", "-max_sched_loops", "5000"],
+             "-max_recv_loops", "5000", "-max_sched_loops", "5000", *extra],
             workdir, name,
         )
         # Ready once sipp holds its UDP port.
@@ -314,8 +329,24 @@ class Uas:
         wait_for("a sipp callee bound", bound, 10)
 
 
+def read_stat(path: str) -> tuple[int, int]:
+    """(successful, failed) calls from the last line of a sipp -trace_stat CSV; (0, 0)
+    when sipp wrote none."""
+    if not os.path.exists(path):
+        return 0, 0
+    with open(path) as f:
+        rows = [line.rstrip("\n").split(";") for line in f if line.strip()]
+    if len(rows) < 2:
+        return 0, 0
+    header, last = rows[0], rows[-1]
+    return (int(last[header.index("SuccessfulCall(C)")]),
+            int(last[header.index("FailedCall(C)")]))
+
+
 def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: int,
-                hold_ms: int, tag: str, server_pids, sample=None) -> dict:
+                hold_ms: int, tag: str, server_pids, sample=None,
+                scenario: str = os.path.join(SCENARIOS, "uac_call.xml"),
+                number_base: int = NUMBER_BASE) -> dict:
     """Runs one sipp caller per pair (rate and calls split evenly), each dialling its own
     number, and measures the server under test over the run."""
     per_rate = rate / pairs
@@ -327,8 +358,8 @@ def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: 
     procs = []
     t0 = time.time()
     for k in range(pairs):
-        args = ["sipp", "-sf", os.path.join(SCENARIOS, "uac_call.xml"),
-                "-s", f"+{NUMBER_BASE + k}", "-i", "127.0.0.1", "-p", str(free_port()),
+        args = ["sipp", "-sf", scenario,
+                "-s", f"+{number_base + k}", "-i", "127.0.0.1", "-p", str(free_port()),
                 "-t", "u1", "-r", f"{per_rate:g}", "-m", str(per_calls),
                 "-d", str(hold_ms), "-l", str(per_calls + 10),
                 "-max_recv_loops", "5000", "-max_sched_loops", "5000",
@@ -368,13 +399,9 @@ def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: 
     ok = failed = 0
     rtts = []
     for k in range(pairs):
-        stat = os.path.join(stepdir, f"stat{k}.csv")
-        if os.path.exists(stat):
-            with open(stat) as f:
-                rows = [line.rstrip("\n").split(";") for line in f if line.strip()]
-            header, last = rows[0], rows[-1]
-            ok += int(last[header.index("SuccessfulCall(C)")])
-            failed += int(last[header.index("FailedCall(C)")])
+        good, bad = read_stat(os.path.join(stepdir, f"stat{k}.csv"))
+        ok += good
+        failed += bad
     for name in os.listdir(stepdir):
         if name.endswith("_rtt.csv"):
             with open(os.path.join(stepdir, name)) as f:
@@ -408,18 +435,52 @@ def sustained(step: dict) -> bool:
 
 # ---------------------------------------------------------------- scenarios
 
-def setup_edge(binary: str, workdir: str, pairs: int):
+class TransferPeers:
+    """Ports and documents of the transfer scenario, one trio per pair: number
+    +1555020000<k> (voiceUrl /t<k>) dials Bob k; its referUrl (/r<k>) dials
+    `sip:{{ReferTarget}}@` Carol k (filled in by the app server from the POSTed
+    parameters), so the token Bob puts in Refer-To's user part reaches Carol's
+    Request-URI. Bob and Carol are started per step (`transfer_step`)."""
+
+    def __init__(self, pairs: int):
+        self.bobs = [free_port() for _ in range(pairs)]
+        self.carols = [free_port() for _ in range(pairs)]
+
+    def documents(self) -> dict[str, str]:
+        docs = {}
+        for k, (bob, carol) in enumerate(zip(self.bobs, self.carols)):
+            docs[f"/t{k}"] = dial_sip(f"sip:bob@127.0.0.1:{bob}")
+            docs[f"/r{k}"] = dial_sip(f"sip:{{{{ReferTarget}}}}@127.0.0.1:{carol}")
+        return docs
+
+    def routes(self, app: "AppServer") -> list[tuple[str, str, str]]:
+        return [(f"+{TRANSFER_BASE + k}", app.url(k, "t"), app.url(k, "r"))
+                for k in range(len(self.bobs))]
+
+
+def setup_edge(binary: str, workdir: str, pairs: int, transfers: bool = False):
+    """redis-server, the basic calls' callees, the app server and the edge; with
+    `transfers`, also the transfer scenario's numbers and documents (its peers are
+    started by each step)."""
     redis = Redis(workdir)
     callees = [Uas(workdir, f"uas{k}") for k in range(pairs)]
-    app = AppServer(workdir, [c.port for c in callees])
-    redis.program_routes([(f"+{NUMBER_BASE + k}", app.url(k)) for k in range(pairs)])
+    peers = TransferPeers(pairs) if transfers else None
+    docs = {f"/p{k}": dial_sip(f"sip:callee@127.0.0.1:{c.port}")
+            for k, c in enumerate(callees)}
+    if peers:
+        docs.update(peers.documents())
+    app = AppServer(workdir, [], docs)
+    routes = [(f"+{NUMBER_BASE + k}", app.url(k)) for k in range(pairs)]
+    if peers:
+        routes += peers.routes(app)
+    redis.program_routes(routes)
     edge = Edge(binary, workdir, redis)
-    return redis, callees, app, edge
+    return redis, callees, app, edge, peers
 
 
 def smoke(binary: str) -> int:
     workdir = tempfile.mkdtemp(prefix="switchyard-bench-smoke-")
-    redis, _, _, edge = setup_edge(binary, workdir, 1)
+    redis, _, _, edge, peers = setup_edge(binary, workdir, 1, transfers=True)
     calls = 20
     step = run_callers(workdir, edge.sip_port, 1, 20, calls, 100, "smoke", edge.pids())
     commands = sum(redis.commandstats().values())
@@ -428,6 +489,14 @@ def smoke(binary: str) -> int:
         f"edge CPU {fmt_int(step['cpu_us_per_call'])} us/call, {commands} Redis commands")
     if step["ok"] != calls or step["failed"]:
         log(f"smoke FAILED: see {workdir}")
+        return 1
+    # A few seed transfers under the packet capture: the transfer scenario and its
+    # REFER-to-INVITE pairing work, every REFER found its target INVITE.
+    transfers = 5
+    step = transfer_step(workdir, edge, redis, peers, 10, transfers, "smoke-transfer")
+    log_transfer_step("smoke", step)
+    if step["ok"] != transfers or step["refers"] != transfers or step["unmatched"]:
+        log(f"smoke FAILED (transfers): see {workdir}")
         return 1
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
@@ -529,6 +598,177 @@ def ramp(workdir, target_port, pairs, rates, step_s, hold_ms, pids, tag, redis=N
 def top_rate(steps) -> float:
     good = [s["rate"] for s in steps if sustained(s)]
     return max(good) if good else 0
+
+
+# ---------------------------------------------------------------- transfers (scenario 2)
+
+def transferor_scenario(workdir: str) -> str:
+    """Bob: tests/scenarios/uas_transferor.xml with a token per call in Refer-To's user
+    part (`t-<sipp pid>-<call number>`), written to the work directory."""
+    with open(os.path.join(TEST_SCENARIOS, "uas_transferor.xml")) as f:
+        text = f.read()
+    plain = "Refer-To: <sip:[$target]@"
+    if text.count(plain) != 1:
+        raise SystemExit(f"bench: tests/scenarios/uas_transferor.xml has no single "
+                         f"'{plain}' to put the per-call token in")
+    path = os.path.join(workdir, "uas_transferor_bench.xml")
+    with open(path, "w") as f:
+        f.write(text.replace(plain, "Refer-To: <sip:[$target]-[pid]-[call_number]@"))
+    return path
+
+
+class ReferCapture:
+    """tcpdump on loopback, keeping only REFERs (UDP payload starting "REFE") and INVITEs
+    sent to the transfer targets' ports ("INVI"): the kernel timestamps both where they
+    are captured, with one clock, in nanoseconds."""
+
+    def __init__(self, stepdir: str, target_ports: list[int]):
+        self.path = os.path.join(stepdir, "refer.pcap")
+        self.log = os.path.join(stepdir, "tcpdump.log")
+        targets = " or ".join(f"dst port {p}" for p in target_ports)
+        bpf = (f"udp and (udp[8:4] = 0x52454645 or "
+               f"(({targets}) and udp[8:4] = 0x494e5649))")
+        out = open(self.log, "wb")
+        # --immediate-mode: each packet is handed over at once, so none is still in the
+        # kernel's ring when tcpdump is stopped; the filter keeps that to two a transfer.
+        self.proc = subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-n", "-s", "4096", "-B", "8192", "--immediate-mode",
+             "--time-stamp-precision=nano", "-w", self.path, bpf],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        started.append(self.proc)
+        wait_for("tcpdump listening on lo", self.listening, 10)
+
+    def listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"bench: tcpdump exited; see {self.log}")
+        with open(self.log, errors="replace") as f:
+            return "listening on" in f.read()
+
+    def stop(self) -> int:
+        """Stops the capture; returns the packets the kernel dropped."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        with open(self.log, errors="replace") as f:
+            match = re.search(r"(\d+) packets? dropped by kernel", f.read())
+        return int(match.group(1)) if match else -1
+
+    def latencies_ms(self) -> tuple[list[float], int]:
+        """REFER-to-target-INVITE latencies (first REFER to first INVITE of each token;
+        retransmissions are ignored), and how many REFERs had no target INVITE."""
+        refers: dict[bytes, float] = {}
+        invites: dict[bytes, float] = {}
+        for at, _, _, payload in pcap.udp_payloads(self.path):
+            if payload.startswith(b"REFER "):
+                match = re.search(rb"(?im)^(?:refer-to|r)[ \t]*:[ \t]*<?sip:(t-[^@>;]+)@",
+                                  payload)
+                if match:
+                    refers.setdefault(match.group(1), at)
+            elif payload.startswith(b"INVITE "):
+                match = re.match(rb"INVITE sip:(t-[^@>; ]+)@", payload)
+                if match:
+                    invites.setdefault(match.group(1), at)
+        latencies = sorted((invites[t] - at) * 1000 for t, at in refers.items()
+                           if t in invites)
+        return latencies, len(refers) - len(latencies)
+
+
+def percentile(values: list[float], p: float):
+    return values[min(len(values) - 1, int(len(values) * p))] if values else None
+
+
+def transfer_step(workdir: str, edge: "Edge", redis: "Redis", peers: TransferPeers,
+                  rate: float, transfers: int, tag: str) -> dict:
+    """`transfers` seed flows at `rate` (split over the trios): Alice (the tests'
+    uac_transferee.xml) calls number t<k>, Bob answers and after 200 ms sends REFER,
+    takes 202 and the NOTIFYs and gets BYE; the refer application dials Carol (the
+    tests' uas_target.xml), who answers; Alice is re-INVITEd with Carol's offer, talks
+    300 ms and hangs up. A transfer counts as completed when all three sipp processes
+    count it successful (the least of their three counts)."""
+    pairs = len(peers.bobs)
+    per_calls = max(1, transfers // pairs)
+    stepdir = os.path.join(workdir, tag)
+    os.makedirs(stepdir, exist_ok=True)
+    bob_xml = transferor_scenario(stepdir)
+    carol_xml = os.path.join(TEST_SCENARIOS, "uas_target.xml")
+    servers = []
+    for k in range(pairs):
+        for name, xml, port, extra in (
+                ("carol", carol_xml, peers.carols[k], ()),
+                ("bob", bob_xml, peers.bobs[k], ("-set", "target", "t"))):
+            servers.append((name, k, Uas(
+                stepdir, f"{name}{k}", xml, port=port,
+                extra=("-m", str(per_calls), "-default_behaviors", "all,-abortunexp",
+                       "-trace_stat", "-stf", f"{name}{k}.csv", "-fd", "1", *extra))))
+    capture = ReferCapture(stepdir, peers.carols)
+    before = redis.commandstats()
+    alice = run_callers(workdir, edge.sip_port, pairs, rate, transfers, 1000, tag,
+                        edge.pids(), scenario=os.path.join(TEST_SCENARIOS,
+                                                           "uac_transferee.xml"),
+                        number_base=TRANSFER_BASE)
+    # Bob and Carol exit after their last call; those waiting for a call that never
+    # came are stopped (their statistics count what they saw).
+    deadline = time.time() + 15
+    for _, _, server in servers:
+        try:
+            server.proc.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            server.proc.terminate()
+            server.proc.wait(timeout=10)
+    dropped = capture.stop()
+    counts = {"alice": alice["ok"], "bob": 0, "carol": 0}
+    for name, k, _ in servers:
+        counts[name] += read_stat(os.path.join(stepdir, f"{name}{k}.csv"))[0]
+    latencies, unmatched = capture.latencies_ms()
+    done = min(counts.values())
+    commands = commands_per_call(before, redis.commandstats(), max(1, done))
+    return {
+        "rate": rate, "attempted": alice["attempted"], "ok": done, "counts": counts,
+        "failed": alice["failed"], "completed": done / alice["attempted"],
+        "achieved_rate": alice["achieved_rate"],
+        "cpu_us_per_call": alice["cpu_s"] * 1e6 / done if done else None,
+        "sipp_cpu_pct": alice["sipp_cpu_pct"],
+        "refers": len(latencies) + unmatched, "unmatched": unmatched,
+        "dropped": dropped,
+        "p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
+        "p99": percentile(latencies, 0.99),
+        "max": latencies[-1] if latencies else None,
+        "commands_per_transfer": commands[1],
+    }
+
+
+def log_transfer_step(tag: str, step: dict) -> None:
+    log(f"{tag} {step['rate']:g}/s: {step['ok']}/{step['attempted']} transferred "
+        f"(alice/bob/carol {step['counts']['alice']}/{step['counts']['bob']}/"
+        f"{step['counts']['carol']}), achieved {step['achieved_rate']:.0f}/s, REFER to "
+        f"target INVITE p50 {fmt_ms(step['p50'])} p99 {fmt_ms(step['p99'])} "
+        f"({step['unmatched']} of {step['refers']} REFERs unmatched, "
+        f"{step['dropped']} dropped), {fmt_int(step['cpu_us_per_call'])} us CPU/transfer")
+
+
+def transfer_ramp(workdir, edge, redis, peers, rates, step_s) -> tuple[list, dict | None]:
+    """Steps up the offered transfer rate until one is not sustained, then measures the
+    latency at half the top rate over twice a step's length."""
+    steps = []
+    for rate in rates:
+        step = transfer_step(workdir, edge, redis, peers, rate, int(rate * step_s),
+                             f"transfer-{rate}")
+        log_transfer_step("transfer", step)
+        steps.append(step)
+        if not sustained(step):
+            break
+        time.sleep(1)
+    top = top_rate(steps)
+    if not top:
+        return steps, None
+    half = max(rates[0], round(top / 2 / 25) * 25)
+    step = transfer_step(workdir, edge, redis, peers, half, int(half * step_s * 2),
+                         "transfer-half")
+    log_transfer_step("transfer half", step)
+    return steps, step
 
 
 def held_calls(workdir, edge: Edge, redis: Redis, pairs: int, count: int, rate: float):
