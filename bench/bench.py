@@ -788,6 +788,11 @@ def held_calls(workdir, edge: Edge, redis: Redis, pairs: int, count: int, rate: 
 
     step = run_callers(workdir, edge.sip_port, pairs, rate, count, hold_ms, "held",
                        edge.pids(), sample=sample)
+    # Every call has ended: once the BYEs' transactions are gone too (32 s, 64 x T1),
+    # whatever RSS is left above the idle level is not per held call (the allocator's
+    # pages, or something that outlives calls).
+    time.sleep(35)
+    after = sample()
     samples = step["samples"]
     # The plateau's end: the last sample before calls started ending.
     full_samples = [s for s in samples if s[1] >= 0.999 * count] or samples or [(0, 0, rss0, mem0)]
@@ -804,7 +809,8 @@ def held_calls(workdir, edge: Edge, redis: Redis, pairs: int, count: int, rate: 
         "rss_peak": max(s[2] for s in building) if building else end[2],
         "rss_end": end[2], "end_s": end[0], "ramp_s": ramp_s, "mem_peak": end[3],
         "redis_bytes_per_call": (end[3] - mem0) / end[1] if end[1] else None,
-        "levels": levels,
+        "levels": levels, "after_s": after[0], "active_after": after[1],
+        "rss_after": after[2], "mem_after": after[3],
     }
 
 
@@ -836,8 +842,14 @@ def versions() -> dict:
     }
 
 
+SCENARIO_NAMES = ("held", "basic", "transfer", "kamailio")
+TRANSFER_RATES = [25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000]
+
+
 def full(binary: str, results: str, pairs: int, step_s: float, held: int,
-         held_rate: float, command: str) -> int:
+         held_rate: float, command: str, only: tuple = SCENARIO_NAMES) -> int:
+    """Every scenario, then RESULTS.md. With `only` a subset (while developing): its
+    figures are logged and kept in the work directory, RESULTS.md is left alone."""
     workdir = tempfile.mkdtemp(prefix="switchyard-bench-")
     log(f"work directory {workdir}")
     machine = versions()
@@ -845,55 +857,75 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
     rates = [100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1400, 1700, 2000, 2500, 3000,
              3500, 4000]
     hold_ms = 300
-
-    # The edge: Redis store, RCML over HTTP from the local app server.
-    redis, callees, app, edge = setup_edge(binary, workdir, pairs)
-    warm = run_callers(workdir, edge.sip_port, pairs, 20, 40, 100, "edge-warmup", edge.pids())
-    log(f"warm-up: {warm['ok']}/{warm['attempted']} calls")
-    trace = trace_round_trips(workdir, redis, edge.sip_port, 1, 20)
-    log(f"Redis per call: {trace['sent_per_call']:.2f} commands sent, "
-        f"{trace['round_trips_per_call']:.2f} round trips, "
-        f"{trace['in_scripts_per_call']:.2f} run inside scripts")
-    # (3) held calls first, on a Redis holding no ended calls yet (they stay 64 s).
-    log(f"held calls: {held} at {held_rate:g} cps")
-    held_result = held_calls(workdir, edge, redis, pairs, held, held_rate)
-    log(f"held: {held_result['peak_active']:.0f} calls up, redis "
-        f"{fmt_int(held_result['redis_bytes_per_call'])} B/call, edge RSS "
-        f"{held_result['rss0']} -> {held_result['rss_peak']} (setting up) -> "
-        f"{held_result['rss_end']} KiB (plateau end)")
-    time.sleep(2)
-    # (1) basic calls: the ramp, then half the top rate.
-    edge_steps = ramp(workdir, edge.sip_port, pairs, rates, step_s, hold_ms, edge.pids(),
-                      "edge", redis)
-    edge_top = top_rate(edge_steps)
-    half = max(50, round(edge_top / 2 / 50) * 50) if edge_top else 50
-    before = redis.commandstats()
-    edge_half = run_callers(workdir, edge.sip_port, pairs, half, int(half * step_s * 2),
-                            hold_ms, "edge-half", edge.pids())
-    edge_half["commands"] = commands_per_call(before, redis.commandstats(),
-                                              max(1, edge_half["ok"]))
-    log(f"edge at {half} cps: p99 {fmt_ms(edge_half['p99'])}, "
-        f"{fmt_int(edge_half['cpu_us_per_call'])} us/call")
-    stop(edge.proc, app.proc, *[c.proc for c in callees], redis.proc)
-
-    # The baseline: Kamailio between the same callers and callees.
-    callees = [Uas(workdir, f"kuas{k}") for k in range(pairs)]
-    kam = Kamailio(workdir, [c.port for c in callees])
-    run_callers(workdir, kam.sip_port, pairs, 20, 40, 100, "kam-warmup", kam.pids())
-    kam_steps = ramp(workdir, kam.sip_port, pairs, rates, step_s, hold_ms, kam.pids(), "kamailio")
-    kam_top = top_rate(kam_steps)
-    kam_half = run_callers(workdir, kam.sip_port, pairs, half, int(half * step_s * 2),
-                           hold_ms, "kam-half", kam.pids())
-    log(f"kamailio at {half} cps: {fmt_int(kam_half['cpu_us_per_call'])} us/call")
-    stop(kam.proc, *[c.proc for c in callees])
-
     figures = {
         "machine": machine, "started": started_at, "command": command, "pairs": pairs,
-        "step_s": step_s, "hold_ms": hold_ms, "edge_steps": edge_steps,
-        "edge_top": edge_top, "half": half, "edge_half": edge_half,
-        "kam_steps": kam_steps, "kam_top": kam_top, "kam_half": kam_half,
-        "held": held_result, "trace": trace,
+        "step_s": step_s, "hold_ms": hold_ms,
     }
+
+    # The edge: Redis store, RCML over HTTP from the local app server.
+    redis, callees, app, edge, peers = setup_edge(binary, workdir, pairs, transfers=True)
+    warm = run_callers(workdir, edge.sip_port, pairs, 20, 40, 100, "edge-warmup", edge.pids())
+    log(f"warm-up: {warm['ok']}/{warm['attempted']} calls")
+    if "basic" in only:
+        trace = trace_round_trips(workdir, redis, edge.sip_port, 1, 20)
+        figures["trace"] = trace
+        log(f"Redis per call: {trace['sent_per_call']:.2f} commands sent, "
+            f"{trace['round_trips_per_call']:.2f} round trips, "
+            f"{trace['in_scripts_per_call']:.2f} run inside scripts")
+    if "held" in only:
+        # (3) held calls first, on a Redis holding no ended calls yet (they stay 64 s).
+        log(f"held calls: {held} at {held_rate:g} cps")
+        held_result = held_calls(workdir, edge, redis, pairs, held, held_rate)
+        figures["held"] = held_result
+        log(f"held: {held_result['peak_active']:.0f} calls up, redis "
+            f"{fmt_int(held_result['redis_bytes_per_call'])} B/call, edge RSS "
+            f"{held_result['rss0']} -> {held_result['rss_peak']} (setting up) -> "
+            f"{held_result['rss_end']} KiB (plateau end) -> {held_result['rss_after']} KiB "
+            f"(all ended, {held_result['after_s']:.0f} s later)")
+        time.sleep(2)
+    half = 50
+    if "basic" in only:
+        # (1) basic calls: the ramp, then half the top rate.
+        edge_steps = ramp(workdir, edge.sip_port, pairs, rates, step_s, hold_ms,
+                          edge.pids(), "edge", redis)
+        edge_top = top_rate(edge_steps)
+        half = max(50, round(edge_top / 2 / 50) * 50) if edge_top else 50
+        before = redis.commandstats()
+        edge_half = run_callers(workdir, edge.sip_port, pairs, half, int(half * step_s * 2),
+                                hold_ms, "edge-half", edge.pids())
+        edge_half["commands"] = commands_per_call(before, redis.commandstats(),
+                                                  max(1, edge_half["ok"]))
+        log(f"edge at {half} cps: p99 {fmt_ms(edge_half['p99'])}, "
+            f"{fmt_int(edge_half['cpu_us_per_call'])} us/call")
+        figures.update(edge_steps=edge_steps, edge_top=edge_top, half=half,
+                       edge_half=edge_half)
+    if "transfer" in only:
+        # (2) the seed transfer under load, on the same edge.
+        transfer_steps, transfer_half = transfer_ramp(workdir, edge, redis, peers,
+                                                      TRANSFER_RATES, step_s)
+        figures.update(transfer_steps=transfer_steps,
+                       transfer_top=top_rate(transfer_steps), transfer_half=transfer_half)
+    stop(edge.proc, app.proc, *[c.proc for c in callees], redis.proc)
+
+    if "kamailio" in only:
+        # The baseline: Kamailio between the same callers and callees.
+        callees = [Uas(workdir, f"kuas{k}") for k in range(pairs)]
+        kam = Kamailio(workdir, [c.port for c in callees])
+        run_callers(workdir, kam.sip_port, pairs, 20, 40, 100, "kam-warmup", kam.pids())
+        kam_steps = ramp(workdir, kam.sip_port, pairs, rates, step_s, hold_ms, kam.pids(),
+                         "kamailio")
+        kam_half = run_callers(workdir, kam.sip_port, pairs, half, int(half * step_s * 2),
+                               hold_ms, "kam-half", kam.pids())
+        log(f"kamailio at {half} cps: {fmt_int(kam_half['cpu_us_per_call'])} us/call")
+        stop(kam.proc, *[c.proc for c in callees])
+        figures.update(kam_steps=kam_steps, kam_top=top_rate(kam_steps), kam_half=kam_half)
+
+    if set(only) != set(SCENARIO_NAMES):
+        path = os.path.join(workdir, "results-partial.json")
+        with open(path, "w") as f:
+            json.dump(figures, f, indent=1)
+        log(f"partial run ({', '.join(only)}): figures in {path}; RESULTS.md unchanged")
+        return 0
     # Kept beside RESULTS.md so the document can be rebuilt (--rewrite) after editing
     # bench/profile.md, without measuring again.
     with open(os.path.join(BENCH, "results.json"), "w") as f:
@@ -954,6 +986,19 @@ def write_results(path: str, r: dict) -> None:
         "steps: latencies are multiples of 4 ms, and 0.00 ms means under one step. CPU: "
         "utime+stime from `/proc/<pid>/stat` of the edge (of Kamailio's main process and "
         "all its children) from the start to the end of a step, over the calls completed.")
+    add("- Transfer (the seed flow): Alice (`tests/scenarios/uac_transferee.xml`) calls a "
+        "number whose voiceUrl dials Bob (`uas_transferor.xml`, with a per-call token "
+        "added to Refer-To's user part); Bob answers, after 200 ms sends REFER, takes 202 "
+        "and NOTIFYs 100/180/200 and gets BYE. The number's referUrl (POSTed to the app "
+        "server, which fills in the `ReferTarget` parameter) returns "
+        "`<Dial><Sip>sip:{ReferTarget}@carol</Sip></Dial>`, straight to Carol "
+        "(`uas_target.xml`), who answers; Alice is re-INVITEd with Carol's offer, talks "
+        "300 ms, hangs up. A transfer completes when Alice, Bob and Carol all count it "
+        "successful (the least of the three sipp counts). REFER-to-target-INVITE latency: "
+        "tcpdump on `lo` captures only REFERs and the INVITEs sent to Carol's ports; each "
+        "packet gets the kernel's timestamp (one clock for both, nanosecond resolution) and "
+        "the token pairs each REFER with its target INVITE; the latency therefore includes "
+        "the 202, the NOTIFY 100 and the referUrl fetch.")
     add("- Redis round trips: `MONITOR` over 20 calls at 10 calls/s, counting the commands "
         "the edge sent on a call's keys (MONITOR tags those a script ran with `lua`). The "
         "store pipelines a timer's ZADDs with the script they go with "
@@ -993,7 +1038,14 @@ def write_results(path: str, r: dict) -> None:
     add(f"| edge RSS: no calls / {held['peak_active']:.0f} held (plateau end) / highest while "
         f"setting them up | {held['rss0'] / 1024:.1f} / {held['rss_end'] / 1024:.1f} / "
         f"{held['rss_peak'] / 1024:.1f} MiB | – | |")
-    add("| transfers per second, REFER to target INVITE | not measured (see below) | – | |")
+    th = r.get("transfer_half")
+    add(f"| highest sustained transfers/s (>= 99.9% completed) | {r['transfer_top']:g} | – | |")
+    if th:
+        add(f"| REFER to target INVITE p50 / p95 / p99 at {th['rate']:g} transfers/s (half "
+            f"the top) | {fmt_ms(th['p50'])} / {fmt_ms(th['p95'])} / {fmt_ms(th['p99'])} | "
+            "– | |")
+        add(f"| CPU per transfer at {th['rate']:g} transfers/s | "
+            f"{fmt_int(th['cpu_us_per_call'])} us | – | |")
     add("")
     add("## Aims")
     add("")
@@ -1087,12 +1139,29 @@ def write_results(path: str, r: dict) -> None:
         add(f"| {t:.0f} s | {active:.0f} | {rss / 1024:.1f} MiB | {mem / 2**20:.1f} MiB |")
     add(f"| {held['end_s']:.0f} s (plateau end) | {held['peak_active']:.0f} | "
         f"{held['rss_end'] / 1024:.1f} MiB | {held['mem_peak'] / 2**20:.1f} MiB |")
+    if "rss_after" in held:
+        add(f"| {held['after_s']:.0f} s (every call ended 35 s before) | "
+            f"{held['active_after']:.0f} | {held['rss_after'] / 1024:.1f} MiB | "
+            f"{held['mem_after'] / 2**20:.1f} MiB |")
     add("")
-    add("## Not measured")
+    add("## Transfer ramp")
     add("")
-    add("- (2) Transfer under load (REFER, Carol answers; transfers per second and "
-        "REFER-to-target-INVITE latency): not built yet. The flow is exercised "
-        "functionally by `tests/tests/transfer.rs`.")
+    add("| offered transfers/s | completed | Alice / Bob / Carol | answered/s | "
+        "REFER to INVITE p50 | p95 | p99 | max | CPU/transfer | Redis commands/transfer "
+        "| sustained |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in r["transfer_steps"] + ([th] if th else []):
+        c = s["counts"]
+        label = f"{s['rate']:g}" + (" (half the top, longer)" if s is th else "")
+        add(f"| {label} | {s['ok']}/{s['attempted']} | {c['alice']} / {c['bob']} / "
+            f"{c['carol']} | {s['achieved_rate']:.0f} | {fmt_ms(s['p50'])} | "
+            f"{fmt_ms(s['p95'])} | {fmt_ms(s['p99'])} | {fmt_ms(s['max'])} | "
+            f"{fmt_int(s['cpu_us_per_call'])} us | {s['commands_per_transfer']:.1f} | "
+            f"{'yes' if sustained(s) else 'no'} |")
+    add("")
+    add("REFERs with no target INVITE in the capture, per step: " + ", ".join(f"{s['rate']:g}/s: {s['unmatched']}" for s in r["transfer_steps"])
+        + "; packets tcpdump reported dropped: "
+        + ", ".join(f"{s['dropped']}" for s in r["transfer_steps"]) + ".")
     add("")
     profile = os.path.join(BENCH, "profile.md")
     if os.path.exists(profile):
@@ -1114,6 +1183,10 @@ def main() -> int:
     parser.add_argument("--held", type=int, default=10000)
     parser.add_argument("--held-rate", type=float, default=300)
     parser.add_argument("--command", default="bash bench/run.sh")
+    parser.add_argument("--only", default=",".join(SCENARIO_NAMES),
+                        help="comma-separated subset of " + ", ".join(SCENARIO_NAMES)
+                        + " (a subset leaves RESULTS.md alone; kamailio uses basic's "
+                        "half rate, else 50 calls/s)")
     parser.add_argument("--rewrite", action="store_true",
                         help="rebuild RESULTS.md from bench/results.json, measuring nothing")
     args = parser.parse_args()
@@ -1124,8 +1197,13 @@ def main() -> int:
         with open(os.path.join(BENCH, "results.json")) as f:
             write_results(args.results, json.load(f))
         return 0
+    only = tuple(name for name in args.only.split(",") if name)
+    unknown = [name for name in only if name not in SCENARIO_NAMES]
+    if unknown or not only:
+        parser.error(f"--only: unknown scenario {', '.join(unknown) or '(none)'}; "
+                     f"choose from {', '.join(SCENARIO_NAMES)}")
     return full(args.edge, args.results, args.pairs, args.step_seconds, args.held,
-                args.held_rate, args.command)
+                args.held_rate, args.command, only)
 
 
 if __name__ == "__main__":

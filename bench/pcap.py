@@ -2,8 +2,9 @@
 with the kernel's capture timestamps. Only what the benchmark needs: IPv4 over Ethernet
 (tcpdump's link type on `lo`) or Linux cooked capture, no fragments, no IPv6.
 
-Standard library only, so the benchmark needs no packet library; checked by
-bench/test_pcap.py against a file tcpdump itself wrote.
+Standard library only, so the benchmark needs no packet library. The smoke
+(`bench/run.sh --smoke`) reads a capture tcpdump wrote and fails unless every REFER is
+paired with its target INVITE, so this reader is exercised in CI.
 """
 import struct
 from typing import Iterator
