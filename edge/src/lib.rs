@@ -4,8 +4,9 @@
 //! - [`app`]: what the edge does with each request;
 //! - [`rcml`]: RCML documents: parsing and fetching them;
 //! - [`store`]: call state, shared by all pods through Redis;
-//! - [`config`], [`http`], [`metrics`], [`telemetry`]: running it.
+//! - [`config`], [`http`], [`metrics`], [`telemetry`], [`allocator`]: running it.
 
+pub mod allocator;
 pub mod app;
 pub mod call;
 pub mod config;
