@@ -78,7 +78,13 @@ impl Machine {
         let timers = self.ctx.timers;
         let invite = request.method == Method::Invite;
         let reliable = self.destination.protocol.is_reliable();
-        let bytes = to_bytes(request.clone());
+        // Only an INVITE needs its request again (for the ACK of a non-2xx), and only
+        // until its final response.
+        let (mut bytes, mut request) = if invite {
+            (to_bytes(request.clone()), Some(request))
+        } else {
+            (to_bytes(request), None)
+        };
         send(&self.ctx, &self.destination, &bytes);
 
         let mut state = State::Calling;
@@ -133,6 +139,11 @@ impl Machine {
                     state = State::Accepted;
                     retransmit_at = None;
                     end_at = Instant::now() + timers.timeout(); // Timer M
+                    // Accepted only passes 2xx up for 64·T1: nothing to retransmit or ACK
+                    // here, so the request and its bytes go now rather than at Timer M
+                    // (one such transaction per call set up in the last 32 s).
+                    request = None;
+                    bytes = Vec::new();
                     let _ = self.events.send(ClientEvent::Final(response));
                 }
                 (State::Accepted, 200..=299) => {
@@ -147,8 +158,8 @@ impl Machine {
                         (false, false) => timers.t4,              // Timer K
                     };
                     end_at = Instant::now() + linger;
-                    if invite && code >= 300 {
-                        let bytes = to_bytes(ack_for_non_2xx(&request, &response));
+                    if let Some(request) = request.as_ref().filter(|_| code >= 300) {
+                        let bytes = to_bytes(ack_for_non_2xx(request, &response));
                         send(&self.ctx, &self.destination, &bytes);
                         ack = Some(bytes);
                     }

@@ -80,11 +80,10 @@ impl ServerTransaction {
             ack_id: None,
         };
         if machine.invite {
-            machine.send(&response_to(&request, 100, None));
+            machine.send(response_to(&request, 100, None));
         }
         let answered = answered.filter(|_| !machine.invite).map(|response| {
-            machine.send(&response);
-            machine.last_response = Some(to_bytes(response));
+            machine.last_response = Some(machine.send(response));
         });
         tokio::spawn(machine.run(inbox, request.clone(), answered.is_some()));
         Ok(ServerTransaction {
@@ -104,8 +103,9 @@ impl ServerTransaction {
             &self.request.method.to_string(),
             response.status_code.code(),
         );
-        self.wire.send(&self.source, to_bytes(response.clone()));
-        let _ = self.input.send(Input::Sent(Box::new(response)));
+        let bytes = to_bytes(response.clone());
+        self.wire.send(&self.source, bytes.clone());
+        let _ = self.input.send(Input::Sent(Box::new(response), bytes));
     }
 
     /// Sends a response (provisional or final) through the transaction.
@@ -143,9 +143,13 @@ enum State {
 }
 
 impl Machine {
-    fn send(&self, response: &Response) {
+    /// Sends a response and returns its bytes, to be kept for retransmissions: each
+    /// response is serialised once.
+    fn send(&self, response: Response) -> Vec<u8> {
         METRICS.response_sent(&self.key.method, response.status_code.code());
-        send(&self.ctx, &self.destination, &to_bytes(response.clone()));
+        let bytes = to_bytes(response);
+        send(&self.ctx, &self.destination, &bytes);
+        bytes
     }
 
     fn resend_last(&self) {
@@ -203,9 +207,9 @@ impl Machine {
                 }
             };
             let Some(input) = input else { break };
-            let (input, already_sent) = match input {
-                Input::Sent(response) => (Input::Respond(response), true),
-                other => (other, false),
+            let (input, sent) = match input {
+                Input::Sent(response, bytes) => (Input::Respond(response), Some(bytes)),
+                other => (other, None),
             };
             match input {
                 Input::Respond(response) => {
@@ -213,10 +217,10 @@ impl Machine {
                         continue; // a final response was already sent
                     }
                     let code = response.status_code.code();
-                    if !already_sent {
-                        self.send(&response);
-                    }
-                    self.last_response = Some(to_bytes((*response).clone()));
+                    self.last_response = Some(match sent {
+                        Some(bytes) => bytes,
+                        None => self.send(*response),
+                    });
                     match (self.invite, code) {
                         (_, 100..=199) => {}
                         (true, 200..=299) => {
@@ -271,8 +275,7 @@ impl Machine {
                     if self.invite && state == State::Proceeding {
                         let terminated =
                             response_to(&request, 487, Some(&crate::sip::random_token(10)));
-                        self.send(&terminated);
-                        self.last_response = Some(to_bytes(terminated));
+                        self.last_response = Some(self.send(terminated));
                         state = State::Completed;
                         interval = timers.t1;
                         retransmit_at = (!self.reliable()).then(|| Instant::now() + interval);
@@ -280,7 +283,7 @@ impl Machine {
                         let _ = self.events.send(ServerEvent::Cancelled);
                     }
                 }
-                Input::Response(_) | Input::Sent(_) => {}
+                Input::Response(_) | Input::Sent(..) => {}
             }
         }
         self.ctx.table.remove(&self.key);
