@@ -18,6 +18,7 @@
 //! `edge/tests/torture.rs` for the verdict on each.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use rsip::headers::{ToTypedHeader, UntypedHeader};
 use rsip::{Header, Headers, Method, Request, Response, SipMessage, StatusCode};
@@ -779,8 +780,8 @@ pub fn to_bytes(message: impl Into<SipMessage>) -> Vec<u8> {
     head.push_str(&start_line);
     head.push_str("\r\n");
     for header in headers.iter() {
-        head.push_str(&header.to_string());
-        head.push_str("\r\n");
+        // Printed straight into the head: no String per header.
+        let _ = write!(head, "{header}\r\n");
     }
     head.push_str("\r\n");
     let mut bytes = decode_ipv6_references(&head).into_bytes();
