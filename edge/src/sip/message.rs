@@ -507,15 +507,19 @@ pub trait SipHeaders {
         Ok((typed.seq, typed.method))
     }
 
-    fn top_via(&self) -> Result<rsip::typed::Via, HeaderError> {
-        let via = self
-            .headers()
+    /// The top Via as received, untyped.
+    fn top_via_text(&self) -> Result<&rsip::headers::Via, HeaderError> {
+        self.headers()
             .iter()
             .find_map(|h| match h {
-                Header::Via(v) => Some(v.clone()),
+                Header::Via(v) => Some(v),
                 _ => None,
             })
-            .ok_or(HeaderError::Missing("Via"))?;
+            .ok_or(HeaderError::Missing("Via"))
+    }
+
+    fn top_via(&self) -> Result<rsip::typed::Via, HeaderError> {
+        let via = self.top_via_text()?;
         via.typed()
             .map_err(|_| HeaderError::Invalid("Via", via.value().to_owned()))
     }
@@ -526,15 +530,7 @@ pub trait SipHeaders {
     /// for this one parameter (bench/profile.md). Requests' Via is still fully checked
     /// where it is used (endpoint.rs).
     fn branch(&self) -> Result<String, HeaderError> {
-        let via = self
-            .headers()
-            .iter()
-            .find_map(|h| match h {
-                Header::Via(v) => Some(v.value()),
-                _ => None,
-            })
-            .ok_or(HeaderError::Missing("Via"))?;
-        via_branch(via)
+        via_branch(self.top_via_text()?.value())
             .map(str::to_owned)
             .ok_or(HeaderError::Invalid("Via", "no branch parameter".into()))
     }
