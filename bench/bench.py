@@ -120,6 +120,16 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def udp_receive_buffer_errors() -> int:
+    """UDP datagrams the kernel dropped because a socket's receive buffer was full, on
+    the whole box (every sipp process and the server under test): `Udp: RcvbufErrors`."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    if len(rows) < 2 or "RcvbufErrors" not in rows[0]:
+        return 0
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
 def children_of(pid: int) -> list[int]:
     """pid and every descendant (Kamailio forks its workers)."""
     result = [pid]
@@ -266,6 +276,15 @@ class Edge:
                 return float(line.split()[-1])
         return 0.0
 
+    def dropped(self) -> int:
+        """SIP messages the edge dropped so far, every reason (its inbound queue full
+        under overload, unparseable, ...)."""
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith("switchyard_edge_sip_messages_dropped_total"):
+                total += float(line.split()[-1])
+        return int(total)
+
     def pids(self) -> list[int]:
         return [self.pid]
 
@@ -355,6 +374,7 @@ def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: 
     os.makedirs(stepdir, exist_ok=True)
     expected_s = per_calls / per_rate + hold_ms / 1000
     cpu0 = cpu_seconds(server_pids)
+    rcvbuf0 = udp_receive_buffer_errors()
     procs = []
     t0 = time.time()
     for k in range(pairs):
@@ -425,7 +445,7 @@ def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: 
         "cpu_us_per_call": cpu * 1e6 / ok if ok else None,
         "sipp_cpu_pct": (sipp_cpu - sipp_cpu0) / elapsed * 100 / pairs if elapsed else 0,
         "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99),
-        "samples": samples,
+        "samples": samples, "udp_rcvbuf_errors": udp_receive_buffer_errors() - rcvbuf0,
     }
 
 
@@ -573,22 +593,27 @@ def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
 
 
 def ramp(workdir, target_port, pairs, rates, step_s, hold_ms, pids, tag, redis=None,
-         keep_going_after=None):
+         edge=None):
     """Steps up the offered rate until a step is not sustained (<99.9% completed, or the
     callers could not keep the rate)."""
     steps = []
     for rate in rates:
         before = redis.commandstats() if redis else None
+        dropped = edge.dropped() if edge else 0
         step = run_callers(workdir, target_port, pairs, rate, int(rate * step_s), hold_ms,
                            f"{tag}-{rate}", pids)
         if redis:
             step["commands"] = commands_per_call(before, redis.commandstats(),
                                                  max(1, step["ok"]))
+        if edge:
+            step["edge_dropped"] = edge.dropped() - dropped
         steps.append(step)
         log(f"{tag} {rate} cps: {step['ok']}/{step['attempted']} ok, achieved "
             f"{step['achieved_rate']:.0f} cps, p50 {fmt_ms(step['p50'])} p99 "
             f"{fmt_ms(step['p99'])}, {fmt_int(step['cpu_us_per_call'])} us CPU/call, "
-            f"callers at {step['sipp_cpu_pct']:.0f}% CPU each")
+            f"callers at {step['sipp_cpu_pct']:.0f}% CPU each; UDP datagrams the kernel "
+            f"dropped (whole box) {step['udp_rcvbuf_errors']}, the edge dropped "
+            f"{step.get('edge_dropped', 'n/a')}")
         if not sustained(step):
             break
         time.sleep(1)
@@ -705,6 +730,7 @@ def transfer_step(workdir: str, edge: "Edge", redis: "Redis", peers: TransferPee
                        "-trace_stat", "-stf", f"{name}{k}.csv", "-fd", "1", *extra))))
     capture = ReferCapture(stepdir, peers.carols)
     before = redis.commandstats()
+    edge_dropped = edge.dropped()
     alice = run_callers(workdir, edge.sip_port, pairs, rate, transfers, 1000, tag,
                         edge.pids(), scenario=os.path.join(TEST_SCENARIOS,
                                                            "uac_transferee.xml"),
@@ -737,6 +763,8 @@ def transfer_step(workdir: str, edge: "Edge", redis: "Redis", peers: TransferPee
         "p99": percentile(latencies, 0.99),
         "max": latencies[-1] if latencies else None,
         "commands_per_transfer": commands[1],
+        "edge_dropped": edge.dropped() - edge_dropped,
+        "udp_rcvbuf_errors": alice["udp_rcvbuf_errors"],
     }
 
 
@@ -746,7 +774,9 @@ def log_transfer_step(tag: str, step: dict) -> None:
         f"{step['counts']['carol']}), achieved {step['achieved_rate']:.0f}/s, REFER to "
         f"target INVITE p50 {fmt_ms(step['p50'])} p99 {fmt_ms(step['p99'])} "
         f"({step['unmatched']} of {step['refers']} REFERs unmatched, "
-        f"{step['dropped']} dropped), {fmt_int(step['cpu_us_per_call'])} us CPU/transfer")
+        f"{step['dropped']} dropped), {fmt_int(step['cpu_us_per_call'])} us CPU/transfer; "
+        f"UDP datagrams the kernel dropped (whole box) {step['udp_rcvbuf_errors']}, the "
+        f"edge dropped {step['edge_dropped']}")
 
 
 def transfer_ramp(workdir, edge, redis, peers, rates, step_s) -> tuple[list, dict | None]:
@@ -853,6 +883,7 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
     workdir = tempfile.mkdtemp(prefix="switchyard-bench-")
     log(f"work directory {workdir}")
     machine = versions()
+    load_at_start = os.getloadavg()[0]
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rates = [100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1400, 1700, 2000, 2500, 3000,
              3500, 4000]
@@ -887,7 +918,7 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
     if "basic" in only:
         # (1) basic calls: the ramp, then half the top rate.
         edge_steps = ramp(workdir, edge.sip_port, pairs, rates, step_s, hold_ms,
-                          edge.pids(), "edge", redis)
+                          edge.pids(), "edge", redis, edge)
         edge_top = top_rate(edge_steps)
         half = max(50, round(edge_top / 2 / 50) * 50) if edge_top else 50
         before = redis.commandstats()
@@ -920,6 +951,7 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
         stop(kam.proc, *[c.proc for c in callees])
         figures.update(kam_steps=kam_steps, kam_top=top_rate(kam_steps), kam_half=kam_half)
 
+    machine["load"] = f"{load_at_start:.2f} / {os.getloadavg()[0]:.2f}"
     if set(only) != set(SCENARIO_NAMES):
         path = os.path.join(workdir, "results-partial.json")
         with open(path, "w") as f:
@@ -964,6 +996,8 @@ def write_results(path: str, r: dict) -> None:
     for key in ("cpus", "cpu", "memory", "kernel", "rustc", "sipp", "redis", "kamailio",
                 "python"):
         add(f"| {key} | {m[key]} |")
+    # The box may be shared: other work on it lowers every ceiling and raises latency.
+    add(f"| load average (1 min), start / end of the run | {m.get('load', 'not recorded')} |")
     add("")
     add("## Set-up")
     add("")
@@ -1080,13 +1114,14 @@ def write_results(path: str, r: dict) -> None:
         add(f"## {title}")
         add("")
         add("| offered calls/s | completed | failed | answered calls/s | p50 | p95 | p99 | "
-            "CPU/call | each caller's CPU | sustained |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
+            "CPU/call | each caller's CPU | UDP dropped: kernel / edge | sustained |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|")
         for s in steps:
             add(f"| {s['rate']:g} | {s['ok']}/{s['attempted']} | {s['failed']} | "
                 f"{s['achieved_rate']:.0f} | {fmt_ms(s['p50'])} | {fmt_ms(s['p95'])} | "
                 f"{fmt_ms(s['p99'])} | {fmt_int(s['cpu_us_per_call'])} us | "
-                f"{s['sipp_cpu_pct']:.0f}% | {'yes' if sustained(s) else 'no'} |")
+                f"{s['sipp_cpu_pct']:.0f}% | {s.get('udp_rcvbuf_errors', 'n/a')} / "
+                f"{s.get('edge_dropped', '–')} | {'yes' if sustained(s) else 'no'} |")
         add("")
     if last_kam and sustained(last_kam):
         add("Kamailio sustained the highest rate of the ramp: its true ceiling on this "
@@ -1099,6 +1134,13 @@ def write_results(path: str, r: dict) -> None:
         "lost in a UDP buffer of the loaded box, which sank Kamailio below the 99.9% bar "
         "at 400 calls/s. A call that really goes wrong still never completes and counts "
         "as failed. Each step's sipp logs and CSVs stay in the run's work directory.")
+    add("")
+    add("UDP dropped: datagrams the kernel dropped during the step because a socket's "
+        "receive buffer was full (`/proc/net/snmp` RcvbufErrors, the whole box: sipp's "
+        "sockets and the server's), and SIP messages the edge itself dropped "
+        "(`switchyard_edge_sip_messages_dropped_total`, e.g. its inbound queue full). A lost "
+        "ACK that the peer does not re-send when the 200 is retransmitted costs a call: "
+        "the edge ends it at Timer H (32 s); the edge logs it as `no ACK from the caller`.")
     add("")
     add("Where a caller's CPU is near 100%, that sipp process (single-threaded) is the "
         "bottleneck of the step rather than the server under test; callees do as much work "
@@ -1148,8 +1190,8 @@ def write_results(path: str, r: dict) -> None:
     add("")
     add("| offered transfers/s | completed | Alice / Bob / Carol | answered/s | "
         "REFER to INVITE p50 | p95 | p99 | max | CPU/transfer | Redis commands/transfer "
-        "| sustained |")
-    add("|---|---|---|---|---|---|---|---|---|---|---|")
+        "| UDP dropped: kernel / edge | sustained |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in r["transfer_steps"] + ([th] if th else []):
         c = s["counts"]
         label = f"{s['rate']:g}" + (" (half the top, longer)" if s is th else "")
@@ -1157,6 +1199,7 @@ def write_results(path: str, r: dict) -> None:
             f"{c['carol']} | {s['achieved_rate']:.0f} | {fmt_ms(s['p50'])} | "
             f"{fmt_ms(s['p95'])} | {fmt_ms(s['p99'])} | {fmt_ms(s['max'])} | "
             f"{fmt_int(s['cpu_us_per_call'])} us | {s['commands_per_transfer']:.1f} | "
+            f"{s.get('udp_rcvbuf_errors', 'n/a')} / {s.get('edge_dropped', 'n/a')} | "
             f"{'yes' if sustained(s) else 'no'} |")
     add("")
     add("REFERs with no target INVITE in the capture, per step: " + ", ".join(f"{s['rate']:g}/s: {s['unmatched']}" for s in r["transfer_steps"])
