@@ -13,14 +13,9 @@ log=$(mktemp)
 pylog=$(mktemp)
 trap 'rm -f "$log" "$pylog"' EXIT
 
-echo "==> cargo test --workspace"
-cargo build --workspace --bins --locked
-cargo test --workspace --locked 2>&1 | tee "$log"
-bash bench/run.sh --smoke  # the load benchmark's harness, a few seconds (bench/README.md)
-
-# The Helm chart: rendered and linted with Helm v4's Go SDK (helm-python-sdk), every object
-# validated with kubernetes-validate, in a virtualenv at .venv (made once, then reused).
-echo "==> helm chart tests (tests/helm)"
+# A Python virtualenv at .venv (made once, then reused) for the Python tools the tests
+# use: sipvicious (svmap, svwar) for the scan tests below, the Helm chart tests' packages
+# further down.
 venv=.venv
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if ! "$venv/bin/python" -c 'import pip' 2>/dev/null; then
@@ -34,6 +29,16 @@ if ! "$venv/bin/python" -c 'import pip' 2>/dev/null; then
     python3 -m venv "$venv"
   fi
 fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/scans-requirements.txt
+
+echo "==> cargo test --workspace"
+cargo build --workspace --bins --locked
+cargo test --workspace --locked 2>&1 | tee "$log"
+bash bench/run.sh --smoke  # the load benchmark's harness, a few seconds (bench/README.md)
+
+# The Helm chart: rendered and linted with Helm v4's Go SDK (helm-python-sdk), every object
+# validated with kubernetes-validate, in the virtualenv at .venv.
+echo "==> helm chart tests (tests/helm)"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/helm/requirements.txt
 # promtool checks the chart's alerts and dashboard queries. It is taken out of Debian's
 # prometheus package, not installed from it, so no Prometheus server is set up or started.

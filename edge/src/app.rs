@@ -1,5 +1,9 @@
 //! The edge's transaction user: what it does with each request the SIP core hands up.
 //!
+//! - with `--auth-credentials`: new calls (INVITE) and REFERs from untrusted sources
+//!   must carry digest credentials first ([`crate::auth`]): 401 with a challenge, 403
+//!   for wrong ones. Before routing, so a scanner gets the same answer for numbers that
+//!   exist and numbers that do not;
 //! - OPTIONS: 200 with what the edge supports (phones and load balancers probe with it);
 //! - an INVITE opening a call: [`crate::call::setup`] (route, RCML, Dial);
 //! - requests inside a call: [`crate::call::in_dialog`], on whichever edge process they
@@ -9,8 +13,11 @@
 use std::sync::Arc;
 
 use rsip::{Header, Method, Request, Response};
+use tracing::{debug, info};
 
+use crate::auth::{Authenticator, Verdict};
 use crate::call::{Services, in_dialog, refusal, setup};
+use crate::metrics::METRICS;
 use crate::sip::endpoint::Application;
 use crate::sip::message::{SipHeaders, response_to};
 use crate::sip::random_token;
@@ -23,11 +30,48 @@ pub const ALLOWED_METHODS: &str =
 
 pub struct EdgeApp {
     services: Arc<Services>,
+    /// Digest authentication; `None`: off.
+    auth: Option<Authenticator>,
 }
 
 impl EdgeApp {
-    pub fn new(services: Arc<Services>) -> Arc<Self> {
-        Arc::new(EdgeApp { services })
+    pub fn new(services: Arc<Services>, auth: Option<Authenticator>) -> Arc<Self> {
+        Arc::new(EdgeApp { services, auth })
+    }
+
+    /// Whether the request may go on; otherwise it has been answered 401 or 403.
+    fn authenticated(&self, tx: &ServerTransaction, in_dialog: bool) -> bool {
+        let Some(auth) = &self.auth else {
+            return true;
+        };
+        let request = &tx.request;
+        let verdict = auth.check(request, tx.source.addr.ip(), in_dialog);
+        if verdict == Verdict::NotRequired {
+            return true;
+        }
+        let method = request.method.to_string();
+        METRICS
+            .auth
+            .with_label_values(&[method.as_str(), verdict.label()])
+            .inc();
+        let call_id = request.call_id().unwrap_or_default();
+        match verdict {
+            Verdict::NotRequired | Verdict::Trusted => true,
+            Verdict::Authenticated { user } => {
+                debug!(%call_id, %method, %user, "authenticated");
+                true
+            }
+            Verdict::Challenge { stale, reason } => {
+                debug!(%call_id, %method, reason, "challenged");
+                tx.respond(auth.challenge(request, stale, reason));
+                false
+            }
+            Verdict::Refused { reason } => {
+                info!(%call_id, %method, source = %tx.source.addr.ip(), reason, "authentication failed");
+                tx.respond(refusal(request, 403, reason, None));
+                false
+            }
+        }
     }
 }
 
@@ -44,6 +88,9 @@ pub fn options_response(request: &Request) -> Response {
 impl Application for EdgeApp {
     async fn request(self: Arc<Self>, tx: ServerTransaction) {
         let in_dialog = tx.request.tag_to().ok().flatten().is_some();
+        if !self.authenticated(&tx, in_dialog) {
+            return;
+        }
         match tx.request.method {
             Method::Options if !in_dialog => {
                 let response = options_response(&tx.request);

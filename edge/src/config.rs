@@ -5,7 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use rsip::Method;
+use switchyard_routing::{RedisAuth, RedisTarget, RedisUrlError};
 
+use crate::auth::AuthConfig;
+use crate::auth::credentials::Credentials;
+use crate::auth::digest::Algorithm;
+use crate::cidr::Cidr;
+use crate::ratelimit::{CallLimit, SourceLimits};
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::Limits;
 
@@ -44,18 +51,35 @@ pub struct Config {
     pub phone_numbers: Vec<PathBuf>,
 
     /// Redis holding the routing table (written by the operator) and all call state,
-    /// shared by every edge process: `redis://[:password@]host:port/[db]` (`rediss://` for
-    /// TLS). Absent: standalone mode with an in-memory store.
-    #[arg(long = "redis-url", env = "SWITCHYARD_REDIS_URL")]
+    /// shared by every edge process: one server (redis://, rediss:// for TLS), a Redis
+    /// Cluster (redis+cluster://host:port,host:port) or a Sentinel-managed master
+    /// (redis+sentinel://host:26379,.../master-name). Absent: standalone mode with an
+    /// in-memory store.
+    #[arg(
+        long = "redis-url",
+        env = "SWITCHYARD_REDIS_URL",
+        value_name = "URL",
+        long_help = switchyard_routing::redis_target::REDIS_URL_HELP
+    )]
     pub redis_url: Option<String>,
 
-    /// Redis password, overriding the URL's (the Helm chart passes it from a Secret).
+    /// Redis password of the data nodes, overriding the URL's (the Helm chart passes it
+    /// from a Secret).
     #[arg(
         long = "redis-password",
         env = "SWITCHYARD_REDIS_PASSWORD",
         hide_env_values = true
     )]
     pub redis_password: Option<String>,
+
+    /// Password of the sentinels themselves, with a redis+sentinel:// URL (none by
+    /// default).
+    #[arg(
+        long = "redis-sentinel-password",
+        env = "SWITCHYARD_REDIS_SENTINEL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub redis_sentinel_password: Option<String>,
 
     /// How long a Redis command may take before the edge treats Redis as unavailable
     /// (new calls then get 503 with Retry-After).
@@ -130,6 +154,129 @@ pub struct Config {
     #[arg(long = "refer-target-allow", value_name = "REGEX")]
     pub refer_target_allow: Vec<String>,
 
+    /// Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760) for the clients in this
+    /// file: one `user:password` line each (or `user:md5:HA1` / `user:sha-256:HA1`), e.g.
+    /// a Kubernetes Secret mounted as a file. Given: new calls (INVITE) and REFERs must
+    /// authenticate (see --auth-methods, --auth-trusted). Absent: no authentication.
+    #[arg(
+        long = "auth-credentials",
+        env = "SWITCHYARD_AUTH_CREDENTIALS",
+        value_name = "FILE"
+    )]
+    pub auth_credentials: Option<PathBuf>,
+
+    /// Realm of the digest challenges (an HA1 in --auth-credentials is for this realm).
+    #[arg(
+        long = "auth-realm",
+        env = "SWITCHYARD_AUTH_REALM",
+        default_value = "switchyard"
+    )]
+    pub auth_realm: String,
+
+    /// Secret signing the nonces, at least 16 bytes; the same for every edge process, so
+    /// any of them verifies a nonce another issued. Required with --auth-credentials.
+    #[arg(
+        long = "auth-nonce-secret",
+        env = "SWITCHYARD_AUTH_NONCE_SECRET",
+        hide_env_values = true
+    )]
+    pub auth_nonce_secret: Option<String>,
+
+    /// How long a nonce is accepted. A captured request can be replayed within it (no
+    /// state is shared between processes to count nonce uses): keep it short.
+    #[arg(
+        long = "auth-nonce-lifetime",
+        env = "SWITCHYARD_AUTH_NONCE_LIFETIME",
+        value_parser = humantime::parse_duration,
+        default_value = "5m"
+    )]
+    pub auth_nonce_lifetime: Duration,
+
+    /// Requests that must authenticate: INVITE (new calls; re-INVITEs are not
+    /// challenged) and REFER. Comma-separated.
+    #[arg(
+        long = "auth-methods",
+        env = "SWITCHYARD_AUTH_METHODS",
+        value_delimiter = ',',
+        default_value = "INVITE,REFER"
+    )]
+    pub auth_methods: Vec<String>,
+
+    /// Digest algorithms offered, in order of preference: SHA-256 and/or MD5.
+    #[arg(
+        long = "auth-algorithms",
+        env = "SWITCHYARD_AUTH_ALGORITHMS",
+        value_delimiter = ',',
+        default_value = "SHA-256,MD5"
+    )]
+    pub auth_algorithms: Vec<String>,
+
+    /// Sources that need not authenticate: IP addresses or CIDR ranges (a SIP trunk).
+    /// Repeatable or comma-separated.
+    #[arg(
+        long = "auth-trusted",
+        env = "SWITCHYARD_AUTH_TRUSTED",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub auth_trusted: Vec<String>,
+
+    /// Requests a second that one source address may send to this process, on average
+    /// (0: no limit). Over it, requests get 503 with Retry-After before any Redis or RCML
+    /// work. The limit is per edge process: N pods accept N times as much.
+    #[arg(
+        long = "rate-limit-per-source",
+        env = "SWITCHYARD_RATE_LIMIT_PER_SOURCE",
+        default_value_t = 50.0
+    )]
+    pub rate_limit_per_source: f64,
+
+    /// Requests one source address may send at once before --rate-limit-per-source
+    /// applies.
+    #[arg(
+        long = "rate-limit-burst",
+        env = "SWITCHYARD_RATE_LIMIT_BURST",
+        default_value_t = 100.0
+    )]
+    pub rate_limit_burst: f64,
+
+    /// Most source addresses tracked at once (memory bound: ~100 bytes each). When full,
+    /// new sources share one bucket.
+    #[arg(
+        long = "rate-limit-sources",
+        env = "SWITCHYARD_RATE_LIMIT_SOURCES",
+        default_value_t = 65_536
+    )]
+    pub rate_limit_sources: usize,
+
+    /// Sources never rate limited: IP addresses or CIDR ranges (a trunk, a load balancer
+    /// that sends everything from one address). Repeatable or comma-separated.
+    #[arg(
+        long = "rate-limit-exempt",
+        env = "SWITCHYARD_RATE_LIMIT_EXEMPT",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub rate_limit_exempt: Vec<String>,
+
+    /// REFERs one call may send per --refer-limit-window, through any edge process (0: no
+    /// limit). Past it, REFERs get 503 with Retry-After (REFER storms).
+    #[arg(
+        long = "refer-limit-per-call",
+        env = "SWITCHYARD_REFER_LIMIT_PER_CALL",
+        default_value_t = 10
+    )]
+    pub refer_limit_per_call: u32,
+
+    /// The window of --refer-limit-per-call.
+    #[arg(
+        long = "refer-limit-window",
+        env = "SWITCHYARD_REFER_LIMIT_WINDOW",
+        value_parser = humantime::parse_duration,
+        default_value = "60s"
+    )]
+    pub refer_limit_window: Duration,
+
     /// Validate the configuration and manifests, print the routing table, and exit.
     #[arg(long)]
     pub check: bool,
@@ -145,6 +292,20 @@ fn split_env_list(value: &str) -> Vec<String> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(str::to_owned)
+        .collect()
+}
+
+/// IP addresses or CIDR ranges given to `flag`.
+fn parse_cidrs(flag: &'static str, values: &[String]) -> Result<Vec<Cidr>, ConfigError> {
+    values
+        .iter()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            v.parse().map_err(|e: crate::cidr::CidrError| ConfigError {
+                flag,
+                message: e.to_string(),
+            })
+        })
         .collect()
 }
 
@@ -174,10 +335,8 @@ impl Config {
         {
             return Err(error("--advertise", "expected host or host:port"));
         }
-        if let Some(url) = &self.redis_url
-            && redis::Client::open(url.as_str()).is_err()
-        {
-            return Err(error("--redis-url", "not a Redis URL (redis://host:port/)"));
+        if let Some(Err(e)) = self.redis_target() {
+            return Err(error("--redis-url", &e.to_string()));
         }
         if let Some(proxy) = &self.outbound_proxy
             && (proxy.is_empty() || proxy.contains(['<', '>', ';', ' ', '@']))
@@ -188,7 +347,136 @@ impl Config {
             return Err(error("--sip-listen", "at least one address is needed"));
         }
         self.refer_target_policy()?;
+        self.auth_config()?;
+        self.source_limits()?;
+        self.refer_limit()?;
         Ok(())
+    }
+
+    /// Digest authentication from the --auth-* flags (reads --auth-credentials); `None`
+    /// without --auth-credentials.
+    pub fn auth_config(&self) -> Result<Option<AuthConfig>, ConfigError> {
+        let Some(path) = &self.auth_credentials else {
+            return Ok(None);
+        };
+        let error = |flag, message: String| ConfigError { flag, message };
+        let credentials = Credentials::load(path)
+            .map_err(|e| error("--auth-credentials", format!("{}: {e}", path.display())))?;
+        let secret = self.auth_nonce_secret.as_deref().unwrap_or_default();
+        if secret.len() < 16 {
+            return Err(error(
+                "--auth-nonce-secret",
+                "required with --auth-credentials, at least 16 bytes (the same on every edge)"
+                    .into(),
+            ));
+        }
+        let realm = self.auth_realm.trim();
+        if realm.is_empty() || realm.contains(['"', '\\', '\r', '\n']) {
+            return Err(error(
+                "--auth-realm",
+                "expected a non-empty realm without quotes or backslashes".into(),
+            ));
+        }
+        if self.auth_nonce_lifetime < Duration::from_secs(1) {
+            return Err(error("--auth-nonce-lifetime", "at least 1s".into()));
+        }
+        let mut methods = Vec::new();
+        for name in self.auth_methods.iter().map(|m| m.trim()) {
+            let method = match name.to_ascii_uppercase().as_str() {
+                "INVITE" => Method::Invite,
+                "REFER" => Method::Refer,
+                _ => {
+                    return Err(error(
+                        "--auth-methods",
+                        format!("{name:?}: expected INVITE and/or REFER"),
+                    ));
+                }
+            };
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+        }
+        if methods.is_empty() {
+            return Err(error(
+                "--auth-methods",
+                "expected INVITE and/or REFER".into(),
+            ));
+        }
+        let mut algorithms = Vec::new();
+        for name in self.auth_algorithms.iter().map(|a| a.trim()) {
+            let algorithm = Algorithm::from_name(name).ok_or_else(|| {
+                error(
+                    "--auth-algorithms",
+                    format!("{name:?}: expected SHA-256 and/or MD5"),
+                )
+            })?;
+            if !algorithms.contains(&algorithm) {
+                algorithms.push(algorithm);
+            }
+        }
+        if algorithms.is_empty() {
+            return Err(error(
+                "--auth-algorithms",
+                "expected SHA-256 and/or MD5".into(),
+            ));
+        }
+        Ok(Some(AuthConfig {
+            realm: realm.to_owned(),
+            credentials,
+            nonce_secret: secret.as_bytes().to_vec(),
+            nonce_lifetime: self.auth_nonce_lifetime,
+            methods,
+            trusted: parse_cidrs("--auth-trusted", &self.auth_trusted)?,
+            algorithms,
+        }))
+    }
+
+    /// The per-source rate limits; `None` when --rate-limit-per-source is 0.
+    pub fn source_limits(&self) -> Result<Option<SourceLimits>, ConfigError> {
+        let error = |flag, message: &str| ConfigError {
+            flag,
+            message: message.to_owned(),
+        };
+        let rate = self.rate_limit_per_source;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(error(
+                "--rate-limit-per-source",
+                "expected requests per second, 0 or more",
+            ));
+        }
+        let exempt = parse_cidrs("--rate-limit-exempt", &self.rate_limit_exempt)?;
+        if rate == 0.0 {
+            return Ok(None);
+        }
+        if !self.rate_limit_burst.is_finite() || self.rate_limit_burst < 1.0 {
+            return Err(error("--rate-limit-burst", "expected 1 or more requests"));
+        }
+        if self.rate_limit_sources == 0 {
+            return Err(error("--rate-limit-sources", "expected 1 or more sources"));
+        }
+        Ok(Some(SourceLimits {
+            rate,
+            burst: self.rate_limit_burst,
+            max_sources: self.rate_limit_sources,
+            exempt,
+        }))
+    }
+
+    /// The per-call REFER limit.
+    pub fn refer_limit(&self) -> Result<CallLimit, ConfigError> {
+        if self.refer_limit_per_call == 0 {
+            return Ok(CallLimit::OFF);
+        }
+        if self.refer_limit_window < Duration::from_secs(1) {
+            return Err(ConfigError {
+                flag: "--refer-limit-window",
+                message: "at least 1s".to_owned(),
+            });
+        }
+        Ok(CallLimit {
+            per_window: self.refer_limit_per_call,
+            window: self.refer_limit_window,
+        })
     }
 
     /// The install-wide REFER target patterns, compiled (anchored to the whole string),
@@ -214,13 +502,15 @@ impl Config {
             .collect()
     }
 
-    /// The Redis client, with --redis-password applied.
-    pub fn redis_client(&self) -> Option<Result<redis::Client, redis::RedisError>> {
+    /// The Redis that --redis-url names, with the passwords applied; `None` in
+    /// standalone mode. Does not connect.
+    pub fn redis_target(&self) -> Option<Result<RedisTarget, RedisUrlError>> {
         let url = self.redis_url.as_ref()?;
-        Some(switchyard_routing::redis_table::client_with_password(
-            url,
-            self.redis_password.as_deref(),
-        ))
+        let auth = RedisAuth {
+            password: self.redis_password.clone(),
+            sentinel_password: self.redis_sentinel_password.clone(),
+        };
+        Some(RedisTarget::parse(url, &auth))
     }
 
     /// The address for Via headers.
@@ -303,6 +593,137 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(error.flag, "--refer-target-allow");
+    }
+
+    fn credentials_file(text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "switchyard-credentials-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn auth_is_off_without_credentials_and_configured_with_them() {
+        assert!(config(&[]).auth_config().unwrap().is_none());
+        let path = credentials_file("alice:pw\n");
+        let auth = config(&[
+            "--auth-credentials",
+            path.to_str().unwrap(),
+            "--auth-nonce-secret",
+            "0123456789abcdef",
+            "--auth-methods",
+            "refer",
+            "--auth-algorithms",
+            "md5",
+            "--auth-trusted",
+            "192.0.2.0/24,198.51.100.7",
+        ])
+        .auth_config()
+        .unwrap()
+        .unwrap();
+        assert_eq!(auth.methods, [Method::Refer]);
+        assert_eq!(auth.algorithms, [Algorithm::Md5]);
+        assert_eq!(auth.trusted.len(), 2);
+        assert_eq!(auth.realm, "switchyard");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn bad_auth_settings_name_their_flag() {
+        let path = credentials_file("alice:pw\n");
+        let file = path.to_str().unwrap();
+        let secret = ["--auth-nonce-secret", "0123456789abcdef"];
+        let cases: [(&[&str], &str); 7] = [
+            (
+                &["--auth-credentials", "/nonexistent/credentials"],
+                "--auth-credentials",
+            ),
+            (&["--auth-credentials", file], "--auth-nonce-secret"),
+            (
+                &["--auth-credentials", file, "--auth-nonce-secret", "short"],
+                "--auth-nonce-secret",
+            ),
+            (
+                &[
+                    "--auth-credentials",
+                    file,
+                    secret[0],
+                    secret[1],
+                    "--auth-methods",
+                    "BYE",
+                ],
+                "--auth-methods",
+            ),
+            (
+                &[
+                    "--auth-credentials",
+                    file,
+                    secret[0],
+                    secret[1],
+                    "--auth-algorithms",
+                    "SHA-1",
+                ],
+                "--auth-algorithms",
+            ),
+            (
+                &[
+                    "--auth-credentials",
+                    file,
+                    secret[0],
+                    secret[1],
+                    "--auth-trusted",
+                    "trunk",
+                ],
+                "--auth-trusted",
+            ),
+            (
+                &[
+                    "--auth-credentials",
+                    file,
+                    secret[0],
+                    secret[1],
+                    "--auth-realm",
+                    "a\"b",
+                ],
+                "--auth-realm",
+            ),
+        ];
+        for (args, flag) in cases {
+            let error = config(args).validate().unwrap_err();
+            assert_eq!(error.flag, flag, "{args:?}: {error}");
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn rate_limits_have_defaults_can_be_switched_off_and_refuse_bad_values() {
+        let limits = config(&[]).source_limits().unwrap().unwrap();
+        assert_eq!((limits.rate, limits.burst), (50.0, 100.0));
+        assert!(
+            config(&["--rate-limit-per-source", "0"])
+                .source_limits()
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(config(&[]).refer_limit().unwrap().per_window, 10);
+        assert!(
+            config(&["--refer-limit-per-call", "0"])
+                .refer_limit()
+                .unwrap()
+                .is_off()
+        );
+        for (arg, flag) in [
+            ("--rate-limit-per-source=-1", "--rate-limit-per-source"),
+            ("--rate-limit-burst=0.5", "--rate-limit-burst"),
+            ("--rate-limit-sources=0", "--rate-limit-sources"),
+            ("--rate-limit-exempt=10.0.0.0/40", "--rate-limit-exempt"),
+            ("--refer-limit-window=0s", "--refer-limit-window"),
+        ] {
+            assert_eq!(config(&[arg]).validate().unwrap_err().flag, flag, "{arg}");
+        }
     }
 
     #[test]

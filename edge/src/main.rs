@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use switchyard_edge::auth::Authenticator;
 use switchyard_edge::call::Services;
+use switchyard_edge::ratelimit::SourceLimiter;
 use switchyard_edge::rcml::Fetcher;
 use switchyard_edge::store::{AnyCallStore, MemoryCallStore, RedisCallStore};
 use switchyard_routing::manifests::{LoadedPhoneNumber, load_paths};
@@ -91,13 +93,13 @@ async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitC
     // Ready once routes are known: at once in standalone mode, after the first load of the
     // routing table from Redis otherwise.
     let mut first_table = None;
-    let (routes, store): (Arc<dyn RouteLookup>, AnyCallStore) = match config.redis_client() {
+    let (routes, store): (Arc<dyn RouteLookup>, AnyCallStore) = match config.redis_target() {
         Some(Err(e)) => {
             eprintln!("switchyard-edge: --redis-url: {e}");
             return ExitCode::from(2);
         }
-        Some(Ok(client)) => {
-            let table = match RedisRoutes::new(client.clone()) {
+        Some(Ok(target)) => {
+            let table = match RedisRoutes::new(target.clone()) {
                 Ok(table) => table,
                 Err(e) => {
                     eprintln!("switchyard-edge: --redis-url: {e}");
@@ -106,14 +108,14 @@ async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitC
             };
             let (cache, _follower) = CachedRoutes::follow(table, CacheOptions::default());
             first_table = Some(cache.versions());
-            let store = match RedisCallStore::new(client, config.redis_timeout) {
+            let store = match RedisCallStore::new(target.clone(), config.redis_timeout) {
                 Ok(store) => store,
                 Err(e) => {
                     eprintln!("switchyard-edge: --redis-url: {e}");
                     return ExitCode::from(2);
                 }
             };
-            info!("routes and call state in Redis");
+            info!(redis = %target, "routes and call state in Redis");
             (cache, AnyCallStore::Redis(store))
         }
         None => {
@@ -182,6 +184,27 @@ async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitC
             return ExitCode::from(2);
         }
     };
+    // Also checked by validate(); built here once (the credentials file is read again).
+    let (auth, source_limits, refer_limit) = match (
+        config.auth_config(),
+        config.source_limits(),
+        config.refer_limit(),
+    ) {
+        (Ok(auth), Ok(limits), Ok(refer)) => (auth, limits, refer),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("switchyard-edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(auth) = &auth {
+        info!(
+            realm = %auth.realm,
+            clients = auth.credentials.len(),
+            methods = ?auth.methods,
+            trusted = auth.trusted.len(),
+            "digest authentication on"
+        );
+    }
     let ctx = Context {
         wire: Arc::new(transport.clone()),
         timers: config.timers(),
@@ -198,9 +221,11 @@ async fn run(config: Config, manifests: Option<Vec<LoadedPhoneNumber>>) -> ExitC
         pod,
         config.account_sid.clone(),
         refer_target_allow,
+        refer_limit,
     );
     tokio::spawn(switchyard_edge::call::timers::run(services.clone()));
-    let endpoint = Endpoint::new(ctx.clone(), app::EdgeApp::new(services.clone()));
+    let app = app::EdgeApp::new(services.clone(), auth.map(Authenticator::new));
+    let endpoint = Endpoint::new(ctx.clone(), app, source_limits.and_then(SourceLimiter::new));
     tokio::spawn(endpoint.run(inbound));
     match first_table {
         None => {

@@ -28,6 +28,16 @@ pub struct Metrics {
     /// Calls answered minus calls ended, as seen by this process: the sum over all edge
     /// processes is the number of calls up (a call may start on one and end on another).
     pub calls_active: IntGauge,
+    /// Digest authentication outcomes, by method and result (challenged, stale, refused,
+    /// authenticated, trusted).
+    pub auth: IntCounterVec,
+    /// Requests answered 503 by a rate limit, by scope (source, call) and method.
+    pub rate_limited: IntCounterVec,
+    /// Source addresses the per-source limiter tracks now (bounded by
+    /// --rate-limit-sources).
+    pub rate_limit_sources: IntGauge,
+    /// In-dialog requests refused 481 because their From tag is not the dialog's.
+    pub dialog_mismatches: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -156,6 +166,29 @@ impl Metrics {
                 &registry,
                 "switchyard_edge_calls_active",
                 "Calls answered minus calls ended by this process (sum over processes: calls up)",
+            ),
+            auth: counter(
+                &registry,
+                "switchyard_edge_auth_total",
+                "Digest authentication of requests, by method and result (challenged, stale, refused, authenticated, trusted)",
+                &["method", "result"],
+            ),
+            rate_limited: counter(
+                &registry,
+                "switchyard_edge_rate_limited_total",
+                "Requests answered 503 by a rate limit, by scope (source: per source address in this process; call: per call) and method",
+                &["scope", "method"],
+            ),
+            rate_limit_sources: gauge(
+                &registry,
+                "switchyard_edge_rate_limit_sources",
+                "Source addresses tracked by this process's per-source rate limiter",
+            ),
+            dialog_mismatches: counter(
+                &registry,
+                "switchyard_edge_dialog_mismatches_total",
+                "In-dialog requests answered 481 because their From tag is not the dialog's remote tag, by method",
+                &["method"],
             ),
             registry,
         }

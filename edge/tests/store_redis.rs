@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_edge::store::{
-    AnyCallStore, CallStore, Commit, MemoryCallStore, Op, RedisCallStore, StoreError, TIMERS_KEY,
-    edge_call_id, new_call_sid, tag_for_sip_call_id,
+    AnyCallStore, CallStore, Commit, MemoryCallStore, Op, RedisCallStore, StoreError, edge_call_id,
+    new_call_sid, tag_for_sip_call_id, tag_of_sid, timers_key,
 };
 use switchyard_tests::RedisServer;
 
@@ -66,27 +66,28 @@ both_backends! {
     lease(by_ref);
     timers(by_ref);
     ttl_expires_everything(by_ref);
+    find_call_returns_the_call(by_ref);
+    commit_carries_lease_and_cseq_ops(by_ref);
 }
 
-/// Every key in the server except the shared timers index.
+/// Every key in the server except the buckets' timer sets (shared by the calls of a
+/// bucket).
 fn call_keys_in(server: &RedisServer) -> Vec<String> {
     let mut con = server.connection();
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).expect("KEYS");
-    keys.into_iter().filter(|k| k != TIMERS_KEY).collect()
+    keys.into_iter()
+        .filter(|k| !k.starts_with("sy:v2:timers:"))
+        .collect()
 }
 
 #[tokio::test]
 async fn ttl_removes_every_key_of_the_call() {
     let server = RedisServer::start();
     let store = redis_store(&server);
-    let (sid, _) = store_suite::short_lived_call(&store).await;
-    store
-        .claim(&sid, "pod-a", Duration::from_millis(500))
-        .await
-        .expect("claim");
+    store_suite::short_lived_call(&store).await;
     let keys = call_keys_in(&server);
-    // hash, dialog index, two counters, lease
-    assert_eq!(keys.len(), 5, "{keys:?}");
+    // The hash (with its counters and lease inside) and the dialog index entry.
+    assert_eq!(keys.len(), 2, "{keys:?}");
     {
         let mut con = server.connection();
         for key in &keys {
@@ -176,36 +177,48 @@ async fn every_key_of_a_call_is_in_one_slot() {
     let sid = new_call_sid(&tag);
     let ops = [
         Op::IndexDialog {
-            sip_call_id: inbound.into(),
+            dialog_id: inbound.into(),
         },
         Op::IndexDialog {
-            sip_call_id: edge_call_id(&tag, "b", HOST),
+            dialog_id: edge_call_id(&tag, "b", HOST),
         },
         Op::IndexDialog {
             // Braces in a Call-ID are legal SIP; the first {...} of the key wins.
-            sip_call_id: edge_call_id(&tag, "c", "{weird}.host"),
+            dialog_id: edge_call_id(&tag, "c", "{weird}.host"),
         },
         Op::ScheduleTimer { due_ms: 1 },
     ];
     store.create(&sid, b"x", HOUR, &ops).await.expect("create");
     store.next_cseq(&sid, "a", 0).await.expect("cseq");
-    store.next_cseq(&sid, "b", 0).await.expect("cseq");
     assert!(store.claim(&sid, "pod-a", HOUR).await.expect("claim"));
+    let ops = [
+        Op::NextCseq {
+            leg: "b".into(),
+            floor: 0,
+        },
+        Op::ScheduleTimer { due_ms: 2 },
+    ];
     let committed = store
-        .commit(&sid, 1, b"y", HOUR, &[Op::CancelTimer])
+        .commit(&sid, 1, b"y", HOUR, &ops)
         .await
         .expect("commit");
-    assert_eq!(committed, Commit::Committed { version: 2 });
+    assert_eq!(
+        committed,
+        Commit::Committed {
+            version: 2,
+            cseqs: vec![1]
+        }
+    );
     assert_eq!(
         store.due_timers(10, 10).await.expect("due"),
-        Vec::<String>::new()
+        vec![sid.clone()]
     );
 
     let mut con = node.client().get_connection().expect("connection");
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).expect("KEYS");
-    let keys: Vec<String> = keys.into_iter().filter(|k| k != TIMERS_KEY).collect();
-    // hash, three dialog index keys, two counters, lease
-    assert_eq!(keys.len(), 7, "{keys:?}");
+    // The hash, three dialog index keys and the bucket's timer set.
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert!(keys.contains(&timers_key(&tag)), "{keys:?}");
     let slot = |con: &mut redis::Connection, key: &str| -> i64 {
         redis::cmd("CLUSTER")
             .arg("KEYSLOT")
@@ -237,7 +250,7 @@ async fn every_operation(store: &RedisCallStore, sid: &str) -> (Vec<StoreError>,
     timed!(store.load(sid));
     timed!(store.create(&new_call_sid(&fresh_tag()), b"x", HOUR, &[]));
     timed!(store.commit(sid, 1, b"y", HOUR, &[Op::ScheduleTimer { due_ms: 1 }]));
-    timed!(store.find_dialog("x@y"));
+    timed!(store.find_call("x@y"));
     timed!(store.next_cseq(sid, "a", 0));
     timed!(store.claim(sid, "pod-a", HOUR));
     timed!(store.release(sid, "pod-a"));
@@ -316,60 +329,49 @@ async fn failures_are_counted() {
 }
 
 #[tokio::test]
-async fn stale_timer_entries_are_repaired() {
+async fn timers_of_vanished_calls_are_dropped() {
     let server = RedisServer::start();
     let store = redis_store(&server);
-    let sid = new_call_sid(&fresh_tag());
+    let tag = fresh_tag();
+    let (kept, expiring) = (new_call_sid(&tag), new_call_sid(&tag));
+    let timer = [Op::ScheduleTimer { due_ms: 100 }];
     store
-        .create(&sid, b"x", HOUR, &[Op::ScheduleTimer { due_ms: 100 }])
+        .create(&kept, b"x", HOUR, &timer)
         .await
         .expect("create");
     store
-        .commit(&sid, 1, b"x", HOUR, &[Op::ScheduleTimer { due_ms: 500 }])
+        .create(&expiring, b"x", Duration::from_millis(200), &timer)
         .await
-        .expect("commit");
-    let mut con = server.connection();
-    let mut score = || -> Option<f64> {
-        redis::cmd("ZSCORE")
-            .arg(TIMERS_KEY)
-            .arg(&sid)
+        .expect("create");
+    let members = || -> Vec<String> {
+        let mut con = server.connection();
+        redis::cmd("ZRANGE")
+            .arg(timers_key(&tag))
+            .arg(0)
+            .arg(-1)
             .query(&mut con)
-            .expect("ZSCORE")
+            .expect("ZRANGE")
     };
-    // The index only moves earlier: it still says 100 while the call says 500.
-    assert_eq!(score(), Some(100.0));
-    assert!(store.due_timers(200, 10).await.expect("due").is_empty());
-    assert_eq!(score(), Some(500.0), "repaired to the call's due time");
-
-    // Garbage members and entries of vanished calls are dropped, also when they are
-    // all a poll finds.
+    // A call that expired without cancelling its timer (its pod died, say), and members
+    // that are not calls at all, are dropped by the poll that finds them due.
     let mut con = server.connection();
     let _: i64 = redis::cmd("ZADD")
-        .arg(TIMERS_KEY)
+        .arg(timers_key(&tag))
         .arg(1)
         .arg("garbage")
         .query(&mut con)
         .expect("ZADD");
-    assert!(store.due_timers(400, 10).await.expect("due").is_empty());
-    let _: i64 = redis::cmd("ZADD")
-        .arg(TIMERS_KEY)
-        .arg(1)
-        .arg("not-a-sid")
-        .arg(1)
-        .arg(new_call_sid(&fresh_tag()))
-        .query(&mut con)
-        .expect("ZADD");
+    let gone = eventually(Duration::from_secs(3), || async {
+        store.load(&expiring).await.expect("load").is_none()
+    })
+    .await;
+    assert!(gone, "the call outlived its TTL");
+    assert_eq!(members().len(), 3);
     assert_eq!(
         store.due_timers(600, 10).await.expect("due"),
-        vec![sid.clone()]
+        vec![kept.clone()]
     );
-    let members: Vec<String> = redis::cmd("ZRANGE")
-        .arg(TIMERS_KEY)
-        .arg(0)
-        .arg(-1)
-        .query(&mut con)
-        .expect("ZRANGE");
-    assert_eq!(members, vec![sid]);
+    assert_eq!(members(), vec![kept]);
 }
 
 /// Commands the server ran since the last reset, by name (`INFO commandstats`).
@@ -389,7 +391,7 @@ fn commands_run(con: &mut redis::Connection) -> std::collections::BTreeMap<Strin
 }
 
 #[tokio::test]
-async fn a_commit_is_one_script_and_its_timer_index_update() {
+async fn a_commit_is_one_script_whatever_its_ops() {
     let server = RedisServer::start();
     let store = redis_store(&server);
     let tag = fresh_tag();
@@ -408,24 +410,131 @@ async fn a_commit_is_one_script_and_its_timer_index_update() {
         .expect("RESETSTAT");
     let ops = [
         Op::IndexDialog {
-            sip_call_id: edge_call_id(&tag, "b", HOST),
+            dialog_id: edge_call_id(&tag, "b", HOST),
         },
         Op::ScheduleTimer { due_ms: 42 },
+        Op::Claim {
+            owner: "pod-a".into(),
+            lease: HOUR,
+        },
+        Op::NextCseq {
+            leg: "a".into(),
+            floor: 0,
+        },
     ];
     let committed = store
         .commit(&sid, 2, b"y", HOUR, &ops)
         .await
         .expect("commit");
-    assert_eq!(committed, Commit::Committed { version: 3 });
+    assert_eq!(
+        committed,
+        Commit::Committed {
+            version: 3,
+            cseqs: vec![1]
+        }
+    );
     let ran = commands_run(&mut con);
-    // commandstats also counts the commands the script runs; what the client sent is
-    // one EVALSHA (the compare happens inside it, no read before the write) and the
-    // timer index ZADD on either side of it.
+    // commandstats also counts the commands the script runs (its ZADD, HSETs, TIME...);
+    // what the client sent is one EVALSHA: the compare happens inside it, nothing is
+    // read before the write, and the timer, lease and CSeq are applied by the script.
     assert_eq!(ran.get("evalsha"), Some(&1), "{ran:?}");
-    assert_eq!(ran.get("zadd"), Some(&2), "{ran:?}");
-    for absent in ["hmget", "eval", "script|load", "multi", "zrem"] {
+    assert_eq!(ran.get("zadd"), Some(&1), "{ran:?}");
+    for absent in ["hmget", "eval", "script|load", "multi", "ping"] {
         assert!(!ran.contains_key(absent), "{absent}: {ran:?}");
     }
+}
+
+/// The store operations of a basic call, as the call flow makes them: set-up (create,
+/// the Dial with its timer and lease, the answer), then a BYE (find the call, end it
+/// with the CSeq of the BYE to send): five round trips, one script each.
+#[tokio::test]
+async fn a_basic_call_costs_five_scripts() {
+    let server = RedisServer::start();
+    let store = redis_store(&server);
+    let inbound = "a84b4c76e66710@pc33.atlanta.test tag-a";
+    let tag = tag_for_sip_call_id(inbound);
+    let sid = new_call_sid(&tag);
+    let outbound = switchyard_edge::store::dialog_id(&edge_call_id(&tag, "b1", HOST), "tag-b");
+    // Warm up the scripts (loaded once per server).
+    let warm = new_call_sid(&tag);
+    store.create(&warm, b"w", HOUR, &[]).await.expect("create");
+    let _ = store.find_call(inbound).await.expect("find");
+
+    let mut con = server.connection();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .expect("RESETSTAT");
+    let index = |id: &str| Op::IndexDialog {
+        dialog_id: id.into(),
+    };
+    store
+        .create(&sid, b"setup", HOUR, &[index(inbound)])
+        .await
+        .expect("create");
+    let dialling = [
+        index(&outbound),
+        Op::ScheduleTimer { due_ms: 1 },
+        Op::Claim {
+            owner: "pod-a".into(),
+            lease: HOUR,
+        },
+    ];
+    store
+        .commit(&sid, 1, b"dialling", HOUR, &dialling)
+        .await
+        .expect("commit");
+    let answered = [
+        Op::CancelTimer,
+        Op::Release {
+            owner: "pod-a".into(),
+        },
+    ];
+    store
+        .commit(&sid, 2, b"answered", HOUR, &answered)
+        .await
+        .expect("commit");
+    let found = store
+        .find_call(inbound)
+        .await
+        .expect("find")
+        .expect("the call");
+    assert_eq!(
+        (found.version, found.data.as_slice()),
+        (3, &b"answered"[..])
+    );
+    let ending = [
+        Op::ForgetDialog {
+            dialog_id: inbound.into(),
+        },
+        Op::ForgetDialog {
+            dialog_id: outbound.clone(),
+        },
+        Op::CancelTimer,
+        Op::NextCseq {
+            leg: "b1".into(),
+            floor: 1,
+        },
+    ];
+    let ended = store
+        .commit(&sid, found.version, b"ended", HOUR, &ending)
+        .await
+        .expect("commit");
+    assert_eq!(
+        ended,
+        Commit::Committed {
+            version: 4,
+            cseqs: vec![2]
+        }
+    );
+    let ran = commands_run(&mut con);
+    // (The HMGET counted is the find script's own.)
+    assert_eq!(ran.get("evalsha"), Some(&5), "{ran:?}");
+    assert_eq!(ran.get("hmget"), Some(&1), "{ran:?}");
+    for absent in ["eval", "script|load", "ping", "multi"] {
+        assert!(!ran.contains_key(absent), "{absent}: {ran:?}");
+    }
+    assert_eq!(tag_of_sid(&sid), Some(tag.as_str()));
 }
 
 fn signal(node: &ClusterNode, signal: &str) {

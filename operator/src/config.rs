@@ -7,21 +7,21 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use switchyard_routing::redis_table::client_with_password;
+use switchyard_routing::redis_target::{REDIS_URL_HELP, RedisAuth, RedisTarget, RedisUrlError};
 use thiserror::Error;
 
 /// Keeps the Redis routing table equal to the PhoneNumber resources the cluster declares.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "switchyard-operator", version, about, long_about = None)]
 pub struct Config {
-    /// Redis holding the routing table: `redis://[user:password@]host:port[/db]`,
-    /// `rediss://...` (TLS, system roots) or `redis+unix:///path/to/socket`, as the redis
-    /// crate parses them.
-    #[arg(long, env = "SWITCHYARD_REDIS_URL", value_name = "URL")]
+    /// Redis holding the routing table: one server (redis://, rediss:// for TLS,
+    /// redis+unix://), a Redis Cluster (redis+cluster://host:port,host:port) or a
+    /// Sentinel-managed master (redis+sentinel://host:26379,.../master-name)
+    #[arg(long, env = "SWITCHYARD_REDIS_URL", value_name = "URL", long_help = REDIS_URL_HELP)]
     pub redis_url: String,
 
-    /// Redis password; overrides the password in --redis-url (for a password kept in a
-    /// Secret).
+    /// Redis password of the data nodes; overrides the password in --redis-url (for a
+    /// password kept in a Secret).
     #[arg(
         long,
         env = "SWITCHYARD_REDIS_PASSWORD",
@@ -29,6 +29,16 @@ pub struct Config {
         hide_env_values = true
     )]
     pub redis_password: Option<String>,
+
+    /// Password of the sentinels themselves, with a redis+sentinel:// URL (none by
+    /// default).
+    #[arg(
+        long,
+        env = "SWITCHYARD_REDIS_SENTINEL_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub redis_sentinel_password: Option<String>,
 
     /// Namespace to watch; repeat the flag (or comma-separate the variable) for several.
     /// Default: all namespaces.
@@ -98,7 +108,7 @@ pub struct Config {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("--redis-url: {0}")]
-    RedisUrl(#[source] redis::RedisError),
+    RedisUrl(#[source] RedisUrlError),
     #[error("--identity: no POD_NAME and no host name found; set --identity")]
     NoIdentity,
     #[error("--resync-interval: must be at least 1s")]
@@ -110,7 +120,7 @@ pub enum ConfigError {
 impl Config {
     /// Checks what clap cannot: the Redis URL, the durations, the identity.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.redis_client()?;
+        self.redis_target()?;
         self.identity()?;
         if self.resync_interval < Duration::from_secs(1) {
             return Err(ConfigError::ResyncTooShort);
@@ -121,11 +131,14 @@ impl Config {
         Ok(())
     }
 
-    /// The Redis client for `--redis-url`, with `--redis-password` applied. Does not
-    /// connect.
-    pub fn redis_client(&self) -> Result<redis::Client, ConfigError> {
-        client_with_password(&self.redis_url, self.redis_password.as_deref())
-            .map_err(ConfigError::RedisUrl)
+    /// The Redis `--redis-url` names, with `--redis-password` and
+    /// `--redis-sentinel-password` applied. Does not connect.
+    pub fn redis_target(&self) -> Result<RedisTarget, ConfigError> {
+        let auth = RedisAuth {
+            password: self.redis_password.clone(),
+            sentinel_password: self.redis_sentinel_password.clone(),
+        };
+        RedisTarget::parse(&self.redis_url, &auth).map_err(ConfigError::RedisUrl)
     }
 
     /// `--identity`, else the host name.
@@ -275,28 +288,44 @@ mod tests {
             "from-secret",
         ])
         .unwrap();
-        let client = c.redis_client().unwrap();
-        let info = client.get_connection_info();
+        let RedisTarget::Single(info) = c.redis_target().unwrap() else {
+            panic!("a redis:// URL is one server");
+        };
         assert_eq!(info.redis_settings().password(), Some("from-secret"));
         assert_eq!(info.redis_settings().db(), 2);
 
         let c = parse(&["--redis-url", "redis://:in-url@127.0.0.1:6379/"]).unwrap();
-        let client = c.redis_client().unwrap();
-        assert_eq!(
-            client.get_connection_info().redis_settings().password(),
-            Some("in-url")
-        );
+        let RedisTarget::Single(info) = c.redis_target().unwrap() else {
+            panic!("a redis:// URL is one server");
+        };
+        assert_eq!(info.redis_settings().password(), Some("in-url"));
     }
 
     #[test]
-    fn tls_and_unix_socket_urls_are_accepted() {
-        for url in [
-            "rediss://redis.example:6380/0",
-            "redis+unix:///run/redis.sock",
+    fn tls_unix_socket_cluster_and_sentinel_urls_are_accepted() {
+        for (url, kind) in [
+            ("rediss://redis.example:6380/0", "server"),
+            ("redis+unix:///run/redis.sock", "server"),
+            ("redis+cluster://r-0:6379,r-1:6379,r-2:6379", "cluster"),
+            ("rediss+sentinel://s-0,s-1,s-2/mymaster", "sentinel"),
         ] {
             let c = parse(&["--redis-url", url]).unwrap();
-            assert!(c.redis_client().is_ok(), "{url}");
+            assert_eq!(c.redis_target().map(|t| t.kind()).ok(), Some(kind), "{url}");
         }
+        let c = parse(&[
+            "--redis-url",
+            "redis+sentinel://s-0/mymaster",
+            "--redis-sentinel-password",
+            "sentinel-secret",
+        ])
+        .unwrap();
+        let RedisTarget::Sentinel { sentinels, .. } = c.redis_target().unwrap() else {
+            panic!("a redis+sentinel:// URL is Sentinel");
+        };
+        assert_eq!(
+            sentinels[0].redis_settings().password(),
+            Some("sentinel-secret")
+        );
     }
 
     #[test]

@@ -85,7 +85,9 @@ async fn terminate_signal() {
 }
 
 async fn run(config: Config) -> Result<(), MainError> {
-    let routes = RedisRoutes::new(config.redis_client()?)?;
+    let target = config.redis_target()?;
+    info!(redis = %target, "routing table in Redis");
+    let routes = RedisRoutes::new(target)?;
     let listener = TcpListener::bind(config.metrics_listen)
         .await
         .map_err(|source| MainError::Listen {

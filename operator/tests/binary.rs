@@ -4,48 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::process::{Replica, holder, kubeconfig, operator, owner, programmed, scratch};
 use common::{FakeApi, number};
-use switchyard_operator::controller::ready_condition;
 use switchyard_routing::RedisRoutes;
-use switchyard_tests::{RedisServer, free_port};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard-operator");
-
-/// The binary with none of its environment variables inherited from the test runner.
-fn operator() -> Command {
-    let mut command = Command::new(BIN);
-    for var in [
-        "SWITCHYARD_REDIS_URL",
-        "SWITCHYARD_REDIS_PASSWORD",
-        "SWITCHYARD_NAMESPACES",
-        "SWITCHYARD_RESYNC_INTERVAL",
-        "SWITCHYARD_METRICS_LISTEN",
-        "SWITCHYARD_LEASE_NAME",
-        "SWITCHYARD_LEASE_DURATION",
-        "POD_NAME",
-        "POD_NAMESPACE",
-        "KUBERNETES_SERVICE_HOST",
-        "KUBERNETES_SERVICE_PORT",
-    ] {
-        command.env_remove(var);
-    }
-    command
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-operator-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use switchyard_tests::RedisServer;
 
 #[test]
 fn help_documents_every_flag_and_its_environment_variable() {
@@ -57,6 +21,10 @@ fn help_documents_every_flag_and_its_environment_variable() {
         "[env: SWITCHYARD_REDIS_URL=]",
         "--redis-password <PASSWORD>",
         "[env: SWITCHYARD_REDIS_PASSWORD]",
+        "--redis-sentinel-password <PASSWORD>",
+        "[env: SWITCHYARD_REDIS_SENTINEL_PASSWORD]",
+        "redis+cluster://",
+        "redis+sentinel://",
         "--namespace <NAMESPACE>",
         "[env: SWITCHYARD_NAMESPACES=]",
         "--resync-interval <DURATION>",
@@ -139,110 +107,6 @@ fn a_metrics_address_in_use_is_reported() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--metrics-listen"), "{stderr}");
-}
-
-fn kubeconfig(dir: &Path, api: std::net::SocketAddr) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters: [{{name: fake, cluster: {{server: \"http://{api}\"}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: switchyard-system}}}}]\n\
-             current-context: fake\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-struct Replica {
-    child: std::process::Child,
-    metrics: String,
-    log: PathBuf,
-}
-
-impl Replica {
-    fn start(identity: &str, dir: &Path, kubeconfig: &Path, redis_url: &str) -> Replica {
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let log = dir.join(format!("{identity}.log"));
-        let child = operator()
-            .args(["--redis-url", redis_url, "--identity", identity])
-            .args(["--metrics-listen", &metrics, "--lease-duration", "3s"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Replica {
-            child,
-            metrics,
-            log,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Option<String> {
-        let mut stream = tokio::net::TcpStream::connect(&self.metrics).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        Some(response)
-    }
-
-    async fn is_leader(&self) -> Option<bool> {
-        let metrics = self.get("/metrics").await?;
-        Some(metrics.contains("\nswitchyard_operator_is_leader 1\n"))
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn holder(api: &FakeApi) -> Option<String> {
-    api.lease("switchyard-system", "switchyard-operator")
-        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
-}
-
-fn programmed(api: &FakeApi, name: &str) -> bool {
-    api.get("telephony", name)
-        .is_some_and(|pn| ready_condition(&pn).is_some_and(|c| c.reason == "Programmed"))
-}
-
-async fn owner(routes: &RedisRoutes, field: &str) -> Option<String> {
-    let (_, routes) = routes.load().await.ok()?;
-    routes
-        .into_iter()
-        .find(|r| r.key.field() == field)
-        .map(|r| r.owner.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,11 +25,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rand::Rng;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::redis_connection::{ConnectionOptions, RedisConnection};
+use crate::redis_target::RedisTarget;
 use crate::route::{Owner, Route};
 use crate::store::{RouteLookup, RouteWriter, StoreError};
 use crate::table::RouteTable;
@@ -125,59 +126,32 @@ return {redis.call('GET', KEYS[1]) or false, redis.call('GET', KEYS[2]) or ''}
 /// into a call that hangs.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A Redis client for `url` (`redis://`, `rediss://`, `redis+unix://`), with `password`
-/// (kept apart from the URL, e.g. from a Kubernetes Secret) taking precedence over the
-/// URL's. Does not connect. Shared by the operator and the edge.
-pub fn client_with_password(
-    url: &str,
-    password: Option<&str>,
-) -> redis::RedisResult<redis::Client> {
-    use redis::IntoConnectionInfo;
-    let info = url.into_connection_info()?;
-    let info = match password {
-        Some(password) => {
-            let settings = info.redis_settings().clone().set_password(password);
-            info.set_redis_settings(settings)
-        }
-        None => info,
-    };
-    redis::Client::open(info)
-}
-
-/// Opens a connection manager that connects lazily and reconnects by itself.
-pub fn connection_manager(
-    client: redis::Client,
-    timeout: Duration,
-) -> Result<ConnectionManager, StoreError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
-}
-
 /// The Redis routing table: writes for the operator, loads for readers.
 #[derive(Clone)]
 pub struct RedisRoutes {
-    client: redis::Client,
-    connection: ConnectionManager,
+    target: RedisTarget,
+    connection: RedisConnection,
 }
 
 impl RedisRoutes {
     /// Does not touch the network: connections are made on first use and remade after
-    /// failures, so a process can start while Redis is down.
-    pub fn new(client: redis::Client) -> Result<Self, StoreError> {
-        let connection = connection_manager(client.clone(), DEFAULT_REDIS_TIMEOUT)?;
-        Ok(RedisRoutes { client, connection })
+    /// failures, so a process can start while Redis is down. Every key of the table
+    /// shares the hash tag `{routes}`, so in a cluster the whole table, its scripts and
+    /// its full sync live on the master of one slot.
+    pub fn new(target: impl Into<RedisTarget>) -> Result<Self, StoreError> {
+        let target = target.into();
+        let connection = target.connect(ConnectionOptions {
+            timeout: DEFAULT_REDIS_TIMEOUT,
+        })?;
+        Ok(RedisRoutes { target, connection })
     }
 
     pub fn open(url: &str) -> Result<Self, StoreError> {
         Self::new(redis::Client::open(url)?)
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
     }
 
     /// The version of the table in Redis; `None` when it is absent (for example after
@@ -365,29 +339,53 @@ impl CachedRoutes {
 
     async fn run(self: Arc<Self>, routes: RedisRoutes, options: CacheOptions) {
         let mut backoff = options.min_backoff;
+        // Counts subscription attempts: in a cluster each one goes to the next seed node.
+        let mut attempt = 0;
         loop {
-            match self.follow_once(&routes, &options).await {
-                Ok(()) => backoff = options.min_backoff,
-                Err(error) => {
-                    warn!(%error, retry_in = ?backoff, "routing table subscription lost");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(options.max_backoff);
-                }
+            let mut subscribed = false;
+            let error = self
+                .follow_once(&routes, &options, attempt, &mut subscribed)
+                .await;
+            if subscribed {
+                backoff = options.min_backoff;
             }
+            warn!(%error, retry_in = ?backoff, "routing table subscription lost");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(options.max_backoff);
+            attempt += 1;
         }
     }
 
-    /// Subscribes, loads the table, then reloads whenever the version moves. Returns
-    /// (with an error) when the subscription or Redis fails.
+    /// Subscribes, loads the table, then reloads whenever the version moves, until the
+    /// subscription or Redis fails; sets `subscribed` once the table has been loaded.
     async fn follow_once(
         &self,
         routes: &RedisRoutes,
         options: &CacheOptions,
-    ) -> Result<(), StoreError> {
-        let mut pubsub = routes.client().get_async_pubsub().await?;
+        attempt: usize,
+        subscribed: &mut bool,
+    ) -> StoreError {
+        match self
+            .subscribe_and_reload(routes, options, attempt, subscribed)
+            .await
+        {
+            Ok(never) => match never {},
+            Err(error) => error,
+        }
+    }
+
+    async fn subscribe_and_reload(
+        &self,
+        routes: &RedisRoutes,
+        options: &CacheOptions,
+        attempt: usize,
+        subscribed: &mut bool,
+    ) -> Result<std::convert::Infallible, StoreError> {
+        let mut pubsub = routes.target().subscriber(attempt).await?;
         pubsub.subscribe(CHANGES_CHANNEL).await?;
         // Subscribed first, loaded second: a change between the two is not missed.
         self.reload(routes).await?;
+        *subscribed = true;
         let mut messages = pubsub.on_message();
         let mut poll = tokio::time::interval(options.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -407,6 +405,8 @@ impl CachedRoutes {
                     }
                 }
                 _ = poll.tick() => {
+                    // Catches notifications lost while subscribed to a node that failed
+                    // over, or published while the subscription was being remade.
                     let current = routes.version().await?;
                     if current.is_some() && current != self.version() {
                         self.reload(routes).await?;

@@ -495,6 +495,84 @@ def test_refer_target_allow_becomes_one_flag_per_pattern_before_extra_args():
         chart().validate_schema({"edge": {"referTargetAllow": [""]}})
 
 
+def edge_container(r: Rendered) -> dict[str, Any]:
+    return container(r, fullname("-edge"), "edge")
+
+
+def test_rate_limits_are_on_by_default_and_auth_off():
+    r = render()
+    e = env(edge_container(r))
+    assert e["SWITCHYARD_RATE_LIMIT_PER_SOURCE"]["value"] == "50"
+    assert e["SWITCHYARD_RATE_LIMIT_BURST"]["value"] == "100"
+    assert e["SWITCHYARD_RATE_LIMIT_SOURCES"]["value"] == "65536"
+    assert e["SWITCHYARD_REFER_LIMIT_PER_CALL"]["value"] == "10"
+    assert e["SWITCHYARD_REFER_LIMIT_WINDOW"]["value"] == "60s"
+    assert "SWITCHYARD_RATE_LIMIT_EXEMPT" not in e
+    assert not any(name.startswith("SWITCHYARD_AUTH_") for name in e)
+    pod = r.one("Deployment", fullname("-edge"))["spec"]["template"]["spec"]
+    assert "volumes" not in pod and "volumeMounts" not in edge_container(r)
+
+
+def test_digest_auth_reads_credentials_and_nonce_secret_from_the_secret():
+    r = rendered_set("edge-defences")
+    c = edge_container(r)
+    e = env(c)
+    assert e["SWITCHYARD_AUTH_CREDENTIALS"]["value"] == "/etc/switchyard/auth/credentials"
+    # The nonce secret never appears in the manifest: a reference to the Secret.
+    assert e["SWITCHYARD_AUTH_NONCE_SECRET"] == {
+        "name": "SWITCHYARD_AUTH_NONCE_SECRET",
+        "valueFrom": {"secretKeyRef": {"name": "switchyard-sip-auth", "key": "nonce"}},
+    }
+    assert e["SWITCHYARD_AUTH_REALM"]["value"] == "sip.example.com"
+    assert e["SWITCHYARD_AUTH_METHODS"]["value"] == "INVITE,REFER"
+    assert e["SWITCHYARD_AUTH_ALGORITHMS"]["value"] == "SHA-256,MD5"
+    assert e["SWITCHYARD_AUTH_TRUSTED"]["value"] == "192.0.2.0/24"
+    assert e["SWITCHYARD_AUTH_NONCE_LIFETIME"]["value"] == "2m"
+    assert e["SWITCHYARD_RATE_LIMIT_EXEMPT"]["value"] == "192.0.2.0/24,198.51.100.7"
+    assert e["SWITCHYARD_RATE_LIMIT_PER_SOURCE"]["value"] == "20"
+    assert e["SWITCHYARD_RATE_LIMIT_SOURCES"]["value"] == "100000"
+    assert e["SWITCHYARD_REFER_LIMIT_PER_CALL"]["value"] == "3"
+    # Only the credentials key is mounted, read-only, where the edge reads it.
+    pod = r.one("Deployment", fullname("-edge"))["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {
+            "name": "auth",
+            "secret": {
+                "secretName": "switchyard-sip-auth",
+                "items": [{"key": "clients", "path": "credentials"}],
+            },
+        }
+    ]
+    assert c["volumeMounts"] == [{"name": "auth", "mountPath": "/etc/switchyard/auth", "readOnly": True}]
+
+
+def test_digest_auth_without_a_secret_fails_to_render():
+    with pytest.raises(helm.HelmRenderError, match="existingSecret"):
+        render({"edge": {"auth": {"enabled": True}}})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"auth": {"methods": ["BYE"]}},
+        {"auth": {"methods": []}},
+        {"auth": {"algorithms": ["SHA-1"]}},
+        {"auth": {"realm": 'a"b'}},
+        {"auth": {"nonceLifetime": "five minutes"}},
+        {"auth": {"trustedSources": [""]}},
+        {"rateLimit": {"perSource": -1}},
+        {"rateLimit": {"burst": 0}},
+        {"rateLimit": {"maxSources": 0}},
+        {"rateLimit": {"refersPerCall": 1.5}},
+        {"rateLimit": {"referWindow": "1 minute"}},
+        {"rateLimit": {"unknown": 1}},
+    ],
+)
+def test_the_schema_refuses_bad_auth_and_rate_limit_values(values: dict[str, Any]):
+    with pytest.raises(helm.HelmValuesError):
+        chart().validate_schema({"edge": values})
+
+
 def test_bundled_redis_is_a_single_node_statefulset_behind_a_service():
     r = rendered_set("bundled-redis")
     sts = r.one("StatefulSet", fullname("-redis"))
@@ -521,6 +599,63 @@ def test_default_bundled_redis_keeps_its_data_on_a_claim_without_a_password():
     for e in redis_env(r):
         assert "SWITCHYARD_REDIS_PASSWORD" not in e
     assert "WARNING: Redis runs as a single pod" in r.notes
+
+
+CLUSTER_URL = "redis+cluster://redis-0.redis.data:6379,redis-1.redis.data:6379,redis-2.redis.data:6379"
+SENTINEL_URL = "redis+sentinel://sentinel-0.data:26379,sentinel-1.data:26379,sentinel-2.data:26379/mymaster"
+
+
+@pytest.mark.parametrize("url", [CLUSTER_URL, CLUSTER_URL.replace("redis+", "rediss+"), SENTINEL_URL])
+def test_cluster_and_sentinel_urls_reach_both_binaries(url):
+    values = {"redis": {"url": url, "bundled": {"enabled": False}, "auth": {"existingSecret": "redis-auth"}}}
+    chart().validate_schema(values)
+    r = render(values)
+    assert r.of_kind("StatefulSet") == []
+    for e in redis_env(r):
+        assert e["SWITCHYARD_REDIS_URL"]["value"] == url
+        assert e["SWITCHYARD_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "password"}
+        assert "SWITCHYARD_REDIS_SENTINEL_PASSWORD" not in e
+
+
+def test_the_sentinels_password_comes_from_the_same_secret():
+    values = {
+        "redis": {
+            "url": SENTINEL_URL,
+            "bundled": {"enabled": False},
+            "auth": {"existingSecret": "redis-auth", "existingSecretSentinelPasswordKey": "sentinel-password"},
+        }
+    }
+    chart().validate_schema(values)
+    for e in redis_env(render(values)):
+        assert e["SWITCHYARD_REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "redis-auth",
+            "key": "sentinel-password",
+        }
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"auth": {"existingSecretSentinelPasswordKey": "s"}, "url": SENTINEL_URL}, "set that Secret too"),
+        (
+            {"auth": {"existingSecret": "a", "existingSecretSentinelPasswordKey": "s"}, "url": CLUSTER_URL},
+            "is for Sentinel",
+        ),
+    ],
+)
+def test_a_sentinel_password_without_its_secret_or_without_sentinel_is_refused(values, message):
+    values = {"redis": {**values, "bundled": {"enabled": False}}}
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+sentinel://sentinel-0:26379", "redis+sentinel://s/m/db", "redis+cluster:/h:6379", "memcached://h"],
+)
+def test_the_schema_refuses_redis_urls_the_binaries_would(url):
+    with pytest.raises(helm.HelmValuesError, match="/redis/url"):
+        chart().validate_schema({"redis": {"url": url, "bundled": {"enabled": False}}})
 
 
 @pytest.mark.parametrize(

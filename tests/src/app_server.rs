@@ -96,6 +96,15 @@ impl AppServer {
         self.route(path, Reply::Rcml(document.to_owned()));
     }
 
+    /// Serves at `path` an application that dials `sip:callee@<callee>` (a sipp UAS or a
+    /// test UA).
+    pub fn dials(&self, path: &str, callee: std::net::SocketAddr) {
+        self.rcml(
+            path,
+            &format!("<Response><Dial><Sip>sip:callee@{callee}</Sip></Dial></Response>"),
+        );
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -51,6 +51,12 @@ impl Edge {
 
     /// Same, listening on `host` (`127.0.0.1` or `[::1]`).
     pub fn start_on(host: &str, args: &[&str]) -> Edge {
+        Self::start_logging(host, "debug", args)
+    }
+
+    /// Starts an edge logging at `level` (`RUST_LOG`): `info` as deployed, for tests that
+    /// measure it under load (debug logging of every message would be what they measure).
+    pub fn start_logging(host: &str, level: &str, args: &[&str]) -> Edge {
         let sip: SocketAddr = format!("{host}:{}", free_port())
             .parse()
             .expect("a SIP address");
@@ -69,7 +75,7 @@ impl Edge {
             .arg("--metrics-listen")
             .arg(metrics.to_string())
             .args(args)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -131,6 +137,11 @@ impl Edge {
                     .ok()
             })
             .unwrap_or(0.0)
+    }
+
+    /// The process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn logs(&self) -> String {

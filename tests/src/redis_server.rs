@@ -3,7 +3,7 @@
 //! back the way an outage does.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
+    /// A configuration file given before the flags (sentinels need one they can rewrite).
+    config: Option<PathBuf>,
+    /// Flags after the port, bind address and directory.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -39,16 +43,42 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// No persistence, so a restart comes back empty.
+const NO_PERSISTENCE: [&str; 4] = ["--save", "", "--appendonly", "no"];
+
 impl RedisServer {
     /// Starts a server with no persistence, so a restart comes back empty.
     pub fn start() -> Self {
+        Self::start_with(&NO_PERSISTENCE)
+    }
+
+    /// Starts a server with `args` (e.g. `--cluster-enabled yes`, `--replicaof ...`) after
+    /// the port, bind address and directory, and waits until it answers PING.
+    pub fn start_with(args: &[&str]) -> Self {
+        Self::launch(None::<fn(&Path) -> String>, args)
+    }
+
+    /// A server whose configuration file `write_config` writes into the server's own
+    /// directory first (given the directory), then started with `args`.
+    pub fn start_with_config(args: &[&str], write_config: impl FnOnce(&Path) -> String) -> Self {
+        Self::launch(Some(write_config), args)
+    }
+
+    fn launch(write_config: Option<impl FnOnce(&Path) -> String>, args: &[&str]) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("switchyard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a scratch directory for redis-server");
+        let config = write_config.map(|write| {
+            let path = dir.join("redis.conf");
+            std::fs::write(&path, write(&dir)).expect("a redis configuration file");
+            path
+        });
         let mut server = RedisServer {
             port,
             dir,
+            config,
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         server.restart();
@@ -61,6 +91,11 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Whether the process is running (not killed by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Kills the server (SIGKILL: an outage, not a clean shutdown) and waits until it is
@@ -76,13 +111,16 @@ impl RedisServer {
     /// until it answers PING.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(config) = &self.config {
+            command.arg(config);
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -120,5 +158,23 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A synchronous connection to the Redis on `port` of 127.0.0.1, or `None` if it does not
+/// answer within half a second (a killed node, one still starting).
+pub(crate) fn connect(port: u16) -> Option<redis::Connection> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .ok()?
+        .get_connection_with_timeout(Duration::from_millis(500))
+        .ok()
+}
+
+/// Polls `check` every 50 ms until it holds; panics naming `what` after `within`.
+pub(crate) fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

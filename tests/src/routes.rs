@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use switchyard_routing::{AppUrl, HttpMethod, Owner, RedisRoutes, Route, RouteKey, RouteWriter};
+use switchyard_routing::{
+    AppUrl, HttpMethod, Owner, RedisAuth, RedisRoutes, RedisTarget, Route, RouteKey, RouteWriter,
+};
 
 /// The route a PhoneNumber `telephony/<number>` declares: `voiceUrl` and an optional
 /// `referUrl`, both POST.
@@ -25,6 +27,12 @@ pub fn number_route(number: &str, voice_url: &str, refer_url: Option<&str>) -> R
     }
 }
 
+/// The routing table in the Redis `url` names (a server, a cluster or Sentinel).
+pub fn table(url: &str) -> RedisRoutes {
+    let target = RedisTarget::parse(url, &RedisAuth::default()).expect("a valid Redis URL");
+    RedisRoutes::new(target).expect("a routing table client")
+}
+
 /// Replaces the routing table in the Redis at `url` with `routes`, retrying (bounded)
 /// while Redis is coming back, as the operator does.
 pub fn program(url: &str, routes: &[Route]) {
@@ -33,7 +41,7 @@ pub fn program(url: &str, routes: &[Route]) {
         .build()
         .expect("a runtime for the Redis client");
     runtime.block_on(async {
-        let table = RedisRoutes::open(url).expect("a valid Redis URL");
+        let table = table(url);
         let deadline = Instant::now() + Duration::from_secs(10);
         while let Err(error) = table.replace_all(routes).await {
             assert!(

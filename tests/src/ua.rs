@@ -56,12 +56,17 @@ impl Answer {
 
 impl Ua {
     pub fn new(user: &str) -> Ua {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("a UDP port for the test UA");
+        Self::new_on(user, "127.0.0.1")
+    }
+
+    /// A UA on another loopback address (`127.0.0.2`, ...): another source to the edge.
+    pub fn new_on(user: &str, ip: &str) -> Ua {
+        let socket = UdpSocket::bind((ip, 0)).expect("a UDP port for the test UA");
         let local = socket.local_addr().expect("its address");
         Ua {
             socket,
             local,
-            call_id: format!("ua-{}-{}@127.0.0.1", std::process::id(), local.port()),
+            call_id: format!("ua-{}-{}@{ip}", std::process::id(), local.port()),
             from_tag: format!("ua{}", local.port()),
             user: user.to_owned(),
             cseq: 0,
@@ -72,6 +77,18 @@ impl Ua {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The Call-ID of the calls this UA places.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// From now on, sends as if in the call `call_id` with From tag `from_tag`: a third
+    /// party forging requests in someone else's dialog.
+    pub fn impersonate(&mut self, call_id: &str, from_tag: &str) {
+        self.call_id = call_id.to_owned();
+        self.from_tag = from_tag.to_owned();
     }
 
     fn send(&self, to: SocketAddr, text: &str) {
@@ -166,8 +183,10 @@ impl Ua {
     ) -> String {
         let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
         format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{local}>;tag={from_tag}\r\nTo: <{uri}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n",
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch}.{port};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@{local}>;tag={from_tag}\r\nTo: <{uri}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n",
             local = self.local,
+            // Branches are unique per UA (RFC 3261 §8.1.1.7), not only per request.
+            port = self.local.port(),
             user = self.user,
             from_tag = self.from_tag,
             call_id = self.call_id,
@@ -275,8 +294,9 @@ impl Ua {
     ) -> Option<Answer> {
         self.cseq += 1;
         let text = format!(
-            "{method} sip:switchyard@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKin{cseq};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {remote}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n{extra}Content-Length: 0\r\n\r\n",
+            "{method} sip:switchyard@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKin{cseq}.{port};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {remote}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{local}>\r\n{extra}Content-Length: 0\r\n\r\n",
             local = self.local,
+            port = self.local.port(),
             cseq = self.cseq,
             from = call.local,
             remote = call.remote,

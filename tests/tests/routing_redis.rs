@@ -183,7 +183,7 @@ async fn a_change_notification_reaches_subscribers() {
     store.replace_all(&[number("100", "ns/a")]).await.unwrap();
 
     // A raw subscriber sees the announced version...
-    let mut pubsub = store.client().get_async_pubsub().await.unwrap();
+    let mut pubsub = store.target().subscriber(0).await.unwrap();
     pubsub.subscribe(CHANGES_CHANNEL).await.unwrap();
 
     // ...and an edge's cache picks up the change without polling (poll far away).

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use switchyard_tests::app_server::AppServer;
+use switchyard_tests::manifests::{phone_number as number, write};
 use switchyard_tests::routes::{number_route, program};
 use switchyard_tests::sipp::{Sipp, SippTransport, assert_success};
 use switchyard_tests::ua::Ua;
@@ -15,30 +16,7 @@ const NUMBER_A: &str = "+15551230001";
 const NUMBER_B: &str = "+15551230002";
 
 fn scratch_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-transfer-{}-{}",
-        std::process::id(),
-        switchyard_tests::free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
-    dir
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).expect("a test file");
-}
-
-fn number(dir: &Path, name: &str, number: &str, voice: &str, refer: Option<&str>) {
-    let refer = refer
-        .map(|r| format!("  referUrl: {r}\n"))
-        .unwrap_or_default();
-    write(
-        dir,
-        &format!("{name}.yaml"),
-        &format!(
-            "apiVersion: switchyard.dev/v1alpha1\nkind: PhoneNumber\nmetadata: {{name: {name}, namespace: telephony}}\nspec:\n  phoneNumber: \"{number}\"\n  voiceUrl: {voice}\n{refer}"
-        ),
-    );
+    switchyard_tests::manifests::scratch_dir("transfer")
 }
 
 /// The seed's configuration as static documents: number A dials Bob and has the refer
@@ -172,13 +150,7 @@ fn the_refer_application_gets_restcomms_parameters() {
     let app = AppServer::start();
     let carol = Sipp::server("uas_target.xml");
     let bob = Sipp::server_with("uas_transferor.xml", &["-set", "target", "carol"]);
-    app.rcml(
-        "/voice",
-        &format!(
-            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
-            bob.addr
-        ),
-    );
+    app.dials("/voice", bob.addr);
     app.rcml(
         "/refer",
         &format!(
@@ -270,13 +242,7 @@ fn answered_call(edge: &Edge) -> Call {
 fn refusals_answer_with_a_status_and_a_reason_and_change_nothing() {
     let app = AppServer::start();
     let bob = Sipp::server("uas_answer.xml");
-    app.rcml(
-        "/voice",
-        &format!(
-            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
-            bob.addr
-        ),
-    );
+    app.dials("/voice", bob.addr);
     app.rcml("/refer", "<Response><Hangup/></Response>");
     let dir = scratch_dir();
     number(
@@ -350,13 +316,7 @@ fn refusals_answer_with_a_status_and_a_reason_and_change_nothing() {
 fn a_number_without_refer_url_refuses_transfers_with_403() {
     let app = AppServer::start();
     let bob = Sipp::server("uas_answer.xml");
-    app.rcml(
-        "/voice",
-        &format!(
-            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
-            bob.addr
-        ),
-    );
+    app.dials("/voice", bob.addr);
     let dir = scratch_dir();
     number(&dir, "number-a", NUMBER_A, &app.url("/voice"), None);
     let edge = edge_on(&dir);
@@ -377,13 +337,7 @@ fn two_refers_racing_through_two_edges_exactly_one_wins() {
     let redis = RedisServer::start();
     let app = AppServer::start();
     let bob = Sipp::server("uas_answer.xml");
-    app.rcml(
-        "/voice",
-        &format!(
-            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
-            bob.addr
-        ),
-    );
+    app.dials("/voice", bob.addr);
     // The winning transfer's application ends the call: Bob gets BYE.
     app.rcml(
         "/refer",
@@ -438,13 +392,7 @@ fn the_caller_can_transfer_the_callee() {
     let app = AppServer::start();
     let bob = Sipp::server("uas_transferee.xml");
     let carol = Sipp::server("uas_target.xml");
-    app.rcml(
-        "/voice",
-        &format!(
-            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
-            bob.addr
-        ),
-    );
+    app.dials("/voice", bob.addr);
     app.rcml(
         "/refer",
         &format!(
@@ -500,10 +448,7 @@ fn a_refer_reaching_the_other_edge_transfers_the_call() {
     let bob = Ua::new("callee");
     let carol = Sipp::server("uas_target.xml");
     let bob_addr = bob.local_addr();
-    app.rcml(
-        "/voice",
-        &format!("<Response><Dial><Sip>sip:callee@{bob_addr}</Sip></Dial></Response>"),
-    );
+    app.dials("/voice", bob_addr);
     app.rcml(
         "/refer",
         &format!(
@@ -629,10 +574,7 @@ fn a_transfer_whose_edge_dies_is_ended_cleanly_by_the_other() {
     let bob = Ua::new("callee");
     let carol = Sipp::server("uas_ring_cancel_orphan.xml");
     let bob_addr = bob.local_addr();
-    app.rcml(
-        "/voice",
-        &format!("<Response><Dial><Sip>sip:callee@{bob_addr}</Sip></Dial></Response>"),
-    );
+    app.dials("/voice", bob_addr);
     app.rcml(
         "/refer",
         &format!(
@@ -705,13 +647,7 @@ fn call_with_refer_policy(
 ) -> (AppServer, switchyard_tests::sipp::RunningSipp, Edge, Call) {
     let app = AppServer::start();
     let bob = Sipp::server("uas_answer.xml");
-    app.rcml(
-        "/voice",
-        &format!(
-            "<Response><Dial><Sip>sip:callee@{}</Sip></Dial></Response>",
-            bob.addr
-        ),
-    );
+    app.dials("/voice", bob.addr);
     app.rcml("/refer", "<Response><Hangup/></Response>");
     let dir = scratch_dir();
     let allow = if refer_target_allow.is_empty() {

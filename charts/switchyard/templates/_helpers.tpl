@@ -135,6 +135,19 @@ external one through redis.url. Exactly one of the two must be chosen.
       name: {{ . }}
       key: {{ $.Values.redis.auth.existingSecretPasswordKey }}
 {{- end }}
+{{- with .Values.redis.auth.existingSecretSentinelPasswordKey }}
+{{- if not $.Values.redis.auth.existingSecret }}
+{{- fail "redis.auth.existingSecretSentinelPasswordKey names a key of redis.auth.existingSecret: set that Secret too" }}
+{{- end }}
+{{- if not (or (hasPrefix "redis+sentinel://" $.Values.redis.url) (hasPrefix "rediss+sentinel://" $.Values.redis.url)) }}
+{{- fail "redis.auth.existingSecretSentinelPasswordKey is for Sentinel: redis.url must be redis+sentinel:// or rediss+sentinel://" }}
+{{- end }}
+- name: SWITCHYARD_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.redis.auth.existingSecret }}
+      key: {{ . }}
+{{- end }}
 {{- end }}
 
 {{/* The address the edge advertises in Record-Route and Contact. */}}

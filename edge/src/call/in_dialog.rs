@@ -20,7 +20,7 @@ use crate::sip::endpoint::send_stateless;
 use crate::sip::message::{SipHeaders, response_to};
 use crate::sip::transaction::{ClientEvent, ClientTransaction, ServerTransaction};
 use crate::sip::transport::Destination;
-use crate::store::{CallStore, Commit, Op, dialog_id};
+use crate::store::{CallStore, Commit, FoundCall, Op, dialog_id};
 
 /// How long a relayed request may take before the requester gets 408.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(34);
@@ -28,7 +28,7 @@ const RELAY_TIMEOUT: Duration = Duration::from_secs(34);
 /// Loads a call and its version.
 pub async fn load(services: &Services, sid: &str) -> Option<(u64, CallRecord)> {
     let (version, data) = services.store.load(sid).await.ok()??;
-    CallRecord::from_json(&data).ok().map(|r| (version, r))
+    CallRecord::from_json(sid, &data).ok().map(|r| (version, r))
 }
 
 /// Applies `change` to the stored call with compare-and-set, retrying on conflicts.
@@ -40,16 +40,39 @@ pub async fn update(
     ops: &[Op],
     change: impl Fn(&mut CallRecord),
 ) -> Option<CallRecord> {
+    update_from(services, sid, None, ttl, ops, change)
+        .await
+        .map(|(record, _)| record)
+}
+
+/// [`update`] starting from a version the caller has just read (one round trip fewer
+/// when nobody changed the call since), and returning the CSeqs the ops allocated.
+pub async fn update_from(
+    services: &Services,
+    sid: &str,
+    mut known: Option<(u64, CallRecord)>,
+    ttl: Duration,
+    ops: &[Op],
+    change: impl Fn(&mut CallRecord),
+) -> Option<(CallRecord, Vec<u32>)> {
     for _ in 0..5 {
-        let (version, mut record) = load(services, sid).await?;
+        let (version, mut record) = match known.take() {
+            Some(known) => known,
+            None => load(services, sid).await?,
+        };
         change(&mut record);
+        let ops = record.with_dialog_upkeep(ops);
         match services
             .store
-            .commit(sid, version, &record.to_json(), ttl, ops)
+            .commit(sid, version, &record.to_json(), ttl, &ops)
             .await
         {
-            Ok(Commit::Committed { .. }) => return Some(record),
-            Ok(Commit::Conflict { .. }) => continue,
+            Ok(Commit::Committed { cseqs, .. }) => return Some((record, cseqs)),
+            Ok(Commit::Conflict { current }) => {
+                known = current.and_then(|(version, data)| {
+                    CallRecord::from_json(sid, &data).ok().map(|r| (version, r))
+                });
+            }
             Err(error) => {
                 warn!(%error, "cannot update the call");
                 return None;
@@ -86,6 +109,19 @@ pub(crate) async fn send_on_leg_with(
         .next_cseq(sid, &leg.name, dialog.local_cseq)
         .await
         .ok()?;
+    request_on_leg(services, leg, method, cseq, body, extra)
+}
+
+/// Sends a request on a leg's dialog with a CSeq already allocated.
+fn request_on_leg(
+    services: &Services,
+    leg: &Leg,
+    method: Method,
+    cseq: u32,
+    body: Option<(&str, &[u8])>,
+    extra: Vec<Header>,
+) -> Option<ClientTransaction> {
+    let dialog = leg.dialog.as_ref()?;
     let mut request = dialog.request(method, cseq, &services.identity(leg.peer.protocol));
     request.headers.extend(extra);
     if let Some((content_type, bytes)) = body {
@@ -109,12 +145,20 @@ pub async fn request(services: Arc<Services>, tx: ServerTransaction) {
     async move {
         let request = &tx.request;
         let our_tag = request.tag_to().ok().flatten().unwrap_or_default();
-        let sid = match services
+        let (sid, version, record) = match services
             .store
-            .find_dialog(&dialog_id(&sip_call_id, &our_tag))
+            .find_call(&dialog_id(&sip_call_id, &our_tag))
             .await
         {
-            Ok(Some(sid)) => sid,
+            Ok(Some(FoundCall { sid, version, data })) => {
+                match CallRecord::from_json(&sid, &data) {
+                    Ok(record) => (sid, version, record),
+                    Err(error) => {
+                        warn!(%sid, %error, "unreadable call record");
+                        return tx.respond(refusal(request, 481, "no such call", None));
+                    }
+                }
+            }
             Ok(None) => return tx.respond(refusal(request, 481, "no such call", None)),
             Err(error) => {
                 warn!(%error, "call store unavailable");
@@ -125,9 +169,6 @@ pub async fn request(services: Arc<Services>, tx: ServerTransaction) {
                     Some(5),
                 ));
             }
-        };
-        let Some((_, record)) = load(&services, &sid).await else {
-            return tx.respond(refusal(request, 481, "no such call", None));
         };
         let Some((leg, other)) = record.legs_for(&sip_call_id) else {
             return tx.respond(refusal(request, 481, "no such dialog", None));
@@ -144,10 +185,33 @@ pub async fn request(services: Arc<Services>, tx: ServerTransaction) {
             };
             return tx.respond(refusal(request, 481, reason, None));
         }
+        // Only the party of this leg may send in its dialog: its From tag must be the
+        // remote tag the dialog was set up with (RFC 3261 §12.2.2). The Call-ID and our
+        // tag are in every message of the call, so whoever saw one could otherwise forge
+        // a BYE or a REFER.
+        let from_tag = request.tag_from().ok().flatten().unwrap_or_default();
+        if leg
+            .dialog
+            .as_ref()
+            .is_some_and(|d| d.remote_tag != from_tag)
+        {
+            let method = request.method.to_string();
+            warn!(%method, "From tag is not the dialog's: refused");
+            METRICS
+                .dialog_mismatches
+                .with_label_values(&[&method])
+                .inc();
+            return tx.respond(refusal(
+                request,
+                481,
+                "the From tag does not match the dialog",
+                None,
+            ));
+        }
         let (leg, other) = (leg.clone(), other.cloned());
         tracing::Span::current().record("sid", sid.as_str());
         match request.method {
-            Method::Bye => bye(&services, tx, &record, &leg, other.as_ref()).await,
+            Method::Bye => bye(&services, tx, version, &record, &leg, other.as_ref()).await,
             Method::Refer => {
                 crate::call::transfer::refer(services.clone(), tx, record.clone(), leg.name.clone())
                     .await
@@ -157,7 +221,7 @@ pub async fn request(services: Arc<Services>, tx: ServerTransaction) {
                 tx.respond(response);
             }
             Method::Invite | Method::Update | Method::Info | Method::Message => {
-                relay(&services, tx, &sid, &leg, other.as_ref()).await
+                relay(&services, tx, &sid, other.as_ref()).await
             }
             _ => {
                 let mut response = refusal(
@@ -183,6 +247,7 @@ pub async fn request(services: Arc<Services>, tx: ServerTransaction) {
 async fn bye(
     services: &Services,
     tx: ServerTransaction,
+    version: u64,
     record: &CallRecord,
     leg: &Leg,
     other: Option<&Leg>,
@@ -192,9 +257,12 @@ async fn bye(
         && transfer.transferor == leg.name
     {
         info!(leg = %leg.name, "transferor hung up; the transfer goes on");
-        let (name, index) = (leg.name.clone(), leg.index.clone());
-        let ops = [Op::ForgetDialog { sip_call_id: index }];
-        update(services, &record.sid, LIVE_TTL, &ops, move |r| {
+        let name = leg.name.clone();
+        let ops = [Op::ForgetDialog {
+            dialog_id: leg.index(),
+        }];
+        let known = Some((version, record.clone()));
+        update_from(services, &record.sid, known, LIVE_TTL, &ops, move |r| {
             if let Some(l) = r.leg_mut(&name) {
                 l.dialog = None;
             }
@@ -203,22 +271,43 @@ async fn bye(
         return;
     }
     info!(from_leg = %leg.name, "BYE: ending the call");
-    if let Some(other) = other
-        && let Some(bye) = send_on_leg(services, &record.sid, other, Method::Bye, None).await
-    {
-        detach(bye);
-    }
-    end(services, record).await;
+    end(
+        services,
+        (version, record.clone()),
+        other.into_iter().collect(),
+    )
+    .await;
 }
 
-/// Marks the call ended, forgets its dialogs and reports the Dial outcome to `action`.
-async fn end(services: &Services, record: &CallRecord) {
-    let ops = record.closing_ops();
-    let Some(ended) = update(services, &record.sid, ENDED_TTL, &ops, |r| {
+/// Marks the call ended, forgets its dialogs, sends BYE on `bye_legs` with CSeqs
+/// allocated in the same commit, and reports the Dial outcome to `action`.
+async fn end(services: &Services, known: (u64, CallRecord), bye_legs: Vec<&Leg>) {
+    let record = &known.1;
+    let mut ops = record.closing_ops();
+    ops.extend(bye_legs.iter().map(|leg| Op::NextCseq {
+        leg: leg.name.clone(),
+        floor: leg.dialog.as_ref().map_or(0, |d| d.local_cseq),
+    }));
+    let sid = record.sid.clone();
+    let committed = update_from(services, &sid, Some(known.clone()), ENDED_TTL, &ops, |r| {
         r.state = CallState::Ended
     })
-    .await
-    else {
+    .await;
+    let cseqs = match &committed {
+        Some((_, cseqs)) => cseqs.clone(),
+        // The store failed: the other party is still told, with the next CSeq the
+        // record knows of (right unless a request relayed on the leg took it).
+        None => bye_legs
+            .iter()
+            .map(|leg| leg.dialog.as_ref().map_or(1, |d| d.local_cseq + 1))
+            .collect(),
+    };
+    for (leg, cseq) in bye_legs.iter().zip(cseqs) {
+        if let Some(bye) = request_on_leg(services, leg, Method::Bye, cseq, None, Vec::new()) {
+            detach(bye);
+        }
+    }
+    let Some((ended, _)) = committed else {
         return;
     };
     METRICS.calls.with_label_values(&["completed"]).inc();
@@ -245,11 +334,11 @@ async fn end(services: &Services, record: &CallRecord) {
             ("DialCallSid".to_owned(), dial.dial_call_sid.clone()),
             ("DialCallDuration".to_owned(), duration.to_string()),
         ];
-        let base = ended.route.voice.url.clone();
-        let url = crate::rcml::resolve(&base, &action.url).unwrap_or_else(|_| action.url.clone());
+        // Resolved against its document when the Dial ran.
+        let url = &action.url;
         if let Err(error) = services
             .fetcher
-            .fetch(&url, action.method, &params, Purpose::DialAction)
+            .fetch(url, action.method, &params, Purpose::DialAction)
             .await
         {
             warn!(%url, %error, "Dial action after the call failed");
@@ -258,13 +347,7 @@ async fn end(services: &Services, record: &CallRecord) {
 }
 
 /// Relays a request to the other leg and its final response back.
-async fn relay(
-    services: &Services,
-    tx: ServerTransaction,
-    sid: &str,
-    leg: &Leg,
-    other: Option<&Leg>,
-) {
+async fn relay(services: &Services, tx: ServerTransaction, sid: &str, other: Option<&Leg>) {
     let request = tx.request.clone();
     let Some(other) = other.filter(|o| o.dialog.is_some()) else {
         return tx.respond(refusal(
@@ -318,21 +401,6 @@ async fn relay(
             send_stateless(&services.sip.wire, &other.peer.destination(), ack);
         }
         detach(client);
-        let (from, to) = (leg.name.clone(), other.name.clone());
-        let (offer, answer_sdp) = (body_text(&request.body), body_text(&answer.body));
-        update(services, sid, LIVE_TTL, &[], move |r| {
-            if let Some(l) = r.leg_mut(&from)
-                && offer.is_some()
-            {
-                l.sdp = offer.clone();
-            }
-            if let Some(l) = r.leg_mut(&to)
-                && answer_sdp.is_some()
-            {
-                l.sdp = answer_sdp.clone();
-            }
-        })
-        .await;
     }
     tx.respond(relayed_response(&request, &answer, code, services));
 }
@@ -361,25 +429,20 @@ fn relayed_response(
     response
 }
 
-fn body_text(body: &[u8]) -> Option<String> {
-    (!body.is_empty()).then(|| String::from_utf8_lossy(body).into_owned())
-}
-
 /// Ends a call from the edge's side: BYE to every answered leg.
 pub async fn hang_up(services: &Services, sid: &str, reason: &str) {
-    let Some((_, record)) = load(services, sid).await else {
+    let Some((version, record)) = load(services, sid).await else {
         return;
     };
     if record.state == CallState::Ended {
         return;
     }
     info!(reason, "hanging up the call");
-    for leg in std::iter::once(&record.inbound).chain(record.outbound.as_ref()) {
-        if let Some(bye) = send_on_leg(services, sid, leg, Method::Bye, None).await {
-            detach(bye);
-        }
-    }
-    end(services, &record).await;
+    let answered = std::iter::once(&record.inbound)
+        .chain(record.outbound.as_ref())
+        .filter(|leg| leg.dialog.is_some())
+        .collect();
+    end(services, (version, record.clone()), answered).await;
 }
 
 /// A 2xx retransmitted by a callee whose ACK was lost: ACK it again from the stored
@@ -389,14 +452,14 @@ pub async fn stray_2xx(services: Arc<Services>, response: Response, source: Dest
         return;
     };
     let our_tag = response.tag_from().ok().flatten().unwrap_or_default();
-    let Ok(Some(sid)) = services
+    let Ok(Some(found)) = services
         .store
-        .find_dialog(&dialog_id(&call_id, &our_tag))
+        .find_call(&dialog_id(&call_id, &our_tag))
         .await
     else {
         return;
     };
-    let Some((_, record)) = load(&services, &sid).await else {
+    let Ok(record) = CallRecord::from_json(&found.sid, &found.data) else {
         return;
     };
     let Some((leg, _)) = record.legs_for(&call_id) else {

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rsip::{Header, Request, Response};
 use switchyard_routing::RouteLookup;
 
+use crate::ratelimit::CallLimit;
 use crate::rcml::Fetcher;
 use crate::sip::dialog::LocalIdentity;
 use crate::sip::message::{reason_header, response_to};
@@ -50,6 +51,8 @@ pub struct Services {
     /// Install-wide REFER target policy (`--refer-target-allow`), for numbers without
     /// their own `referTargetAllow`. Empty: every target is allowed.
     pub refer_target_allow: Vec<regex::Regex>,
+    /// REFERs a call may send per window (`--refer-limit-per-call`): REFER storms.
+    pub refer_limit: CallLimit,
     draining: AtomicBool,
 }
 
@@ -66,6 +69,7 @@ impl Services {
         pod: String,
         account_sid: String,
         refer_target_allow: Vec<regex::Regex>,
+        refer_limit: CallLimit,
     ) -> Arc<Self> {
         Arc::new(Services {
             sip,
@@ -78,6 +82,7 @@ impl Services {
             pod,
             account_sid,
             refer_target_allow,
+            refer_limit,
             draining: AtomicBool::new(false),
         })
     }

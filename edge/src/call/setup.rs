@@ -14,7 +14,8 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::call::record::{
-    CallRecord, CallState, DialRecord, DialStatus, ENDED_TTL, LIVE_TTL, Leg, Peer, now_ms,
+    CallRecord, CallRoute, CallState, DialRecord, DialStatus, ENDED_TTL, LIVE_TTL, Leg, Peer,
+    now_ms,
 };
 use crate::call::targets::{request_uri, resolve};
 use crate::call::{NewInvite, Services, refusal};
@@ -80,7 +81,7 @@ pub async fn new_call(services: Arc<Services>, tx: ServerTransaction) {
             }
         };
         tracing::Span::current().record("sid", setup.record.sid.as_str());
-        info!(%dialled, owner = %setup.record.route.owner, "new call");
+        info!(%dialled, owner = %setup.route.owner, "new call");
         setup.run().await;
         if setup.record.state == CallState::Answered {
             // The caller's ACK confirms its dialog; without it the call cannot go on.
@@ -129,6 +130,8 @@ struct Setup {
     tx: ServerTransaction,
     /// Our To tag towards the caller.
     local_tag: String,
+    /// The route the call came in on (the record keeps what transfers need of it).
+    route: Route,
     record: CallRecord,
     version: u64,
     legs_dialled: u32,
@@ -162,21 +165,20 @@ impl Setup {
             sid: sid.clone(),
             account_sid: s.account_sid.clone(),
             state: CallState::Setup,
-            route,
+            route: CallRoute::from(&route),
             from: user_of(&caller),
             to: dialled.to_owned(),
             caller_name,
             inbound: Leg {
                 name: "a".into(),
                 sip_call_id: sip_call_id.clone(),
-                index: dialog_id(&sip_call_id, &local_tag),
+                local_tag: local_tag.clone(),
                 peer: Peer {
                     protocol: tx.source.protocol,
                     addr: tx.source.addr,
                 },
                 dialog: None,
                 party: caller,
-                sdp: body_text(request),
                 invite: Some(
                     String::from_utf8_lossy(&crate::sip::message::to_bytes(request.clone()))
                         .into_owned(),
@@ -187,9 +189,10 @@ impl Setup {
             created_ms: now_ms(),
             owner: s.pod.clone(),
             transfer: None,
+            refers: Default::default(),
         };
         let ops = [Op::IndexDialog {
-            sip_call_id: record.inbound.index.clone(),
+            dialog_id: record.inbound.index(),
         }];
         if let Err(error) = s
             .store
@@ -203,6 +206,7 @@ impl Setup {
             s,
             tx,
             local_tag,
+            route,
             record,
             version: 1,
             legs_dialled: 0,
@@ -222,11 +226,11 @@ impl Setup {
                     self.version,
                     &self.record.to_json(),
                     ttl,
-                    ops,
+                    &self.record.with_dialog_upkeep(ops),
                 )
                 .await?
             {
-                Commit::Committed { version } => {
+                Commit::Committed { version, .. } => {
                     self.version = version;
                     return Ok(());
                 }
@@ -234,7 +238,9 @@ impl Setup {
                     let Some((version, data)) = current else {
                         return Err(StoreError::NotFound(self.record.sid.clone()));
                     };
-                    if CallRecord::from_json(&data).is_ok_and(|r| r.state == CallState::Ended) {
+                    if CallRecord::from_json(&self.record.sid, &data)
+                        .is_ok_and(|r| r.state == CallState::Ended)
+                    {
                         self.record.state = CallState::Ended;
                         return Ok(());
                     }
@@ -287,14 +293,14 @@ impl Setup {
     }
 
     async fn run(&mut self) {
-        let voice = self.record.route.voice.clone();
+        let voice = self.route.voice.clone();
         let params = self.params("ringing");
         let fetched = match self.fetch(&voice, &params, Purpose::Voice).await {
             None => return self.caller_gone().await,
             Some(Ok(fetched)) => fetched,
             Some(Err(error)) => {
                 warn!(url = %voice.url, %error, "voiceUrl failed");
-                match self.record.route.voice_fallback.clone() {
+                match self.route.voice_fallback.clone() {
                     Some(fallback) => {
                         match self.fetch(&fallback, &params, Purpose::VoiceFallback).await {
                             None => return self.caller_gone().await,
@@ -332,7 +338,7 @@ impl Setup {
             let Document { verbs } = fetched.document.clone();
             for verb in verbs {
                 match verb {
-                    Verb::Dial(dial) => match self.dial(&dial).await {
+                    Verb::Dial(dial) => match self.dial(&dial, &fetched.url).await {
                         DialResult::Bridged => return,
                         DialResult::CallerGone => return self.caller_gone().await,
                         DialResult::NotConnected(status) => {
@@ -513,8 +519,9 @@ impl Setup {
         })
     }
 
-    /// Runs one `<Dial>`: calls the first noun and bridges the caller to it if it answers.
-    async fn dial(&mut self, dial: &Dial) -> DialResult {
+    /// Runs one `<Dial>` of the document at `base`: calls the first noun and bridges the
+    /// caller to it if it answers.
+    async fn dial(&mut self, dial: &Dial, base: &str) -> DialResult {
         let Some(target) = dial.targets.first() else {
             return DialResult::NotConnected(DialStatus::Failed);
         };
@@ -559,11 +566,10 @@ impl Setup {
         self.record.outbound = Some(Leg {
             name: leg.clone(),
             sip_call_id: call_id.clone(),
-            index: dialog_id(&call_id, &from_tag),
+            local_tag: from_tag.clone(),
             peer,
             dialog: None,
             party: uri.clone(),
-            sdp: None,
             invite: Some(
                 String::from_utf8_lossy(&crate::sip::message::to_bytes(invite.clone()))
                     .into_owned(),
@@ -577,23 +583,24 @@ impl Setup {
             answered_ms: None,
             hangup_at_ms: None,
         });
+        // The timer and the lease let another process end the call if this one dies
+        // while the callee rings.
         let ops = [
             Op::IndexDialog {
-                sip_call_id: dialog_id(&call_id, &from_tag),
+                dialog_id: dialog_id(&call_id, &from_tag),
             },
             Op::ScheduleTimer {
                 due_ms: deadline_ms,
+            },
+            Op::Claim {
+                owner: self.s.pod.clone(),
+                lease: dial.timeout + LEASE_MARGIN,
             },
         ];
         if let Err(error) = self.commit(LIVE_TTL, &ops).await {
             warn!(%error, "cannot record the Dial");
             return DialResult::NotConnected(DialStatus::Failed);
         }
-        let _ = self
-            .s
-            .store
-            .claim(&self.record.sid, &self.s.pod, dial.timeout + LEASE_MARGIN)
-            .await;
         info!(%uri, leg = %leg, timeout = ?dial.timeout, "dialling");
 
         let mut client =
@@ -617,7 +624,7 @@ impl Setup {
                         }
                     }
                     Some(ClientEvent::Final(response)) if response.status_code.code() < 300 => {
-                        return self.bridge(invite, *response, peer, dial, client).await;
+                        return self.bridge(invite, *response, peer, dial, base, client).await;
                     }
                     Some(ClientEvent::Final(response)) => {
                         break DialStatus::from_code(response.status_code.code());
@@ -649,14 +656,11 @@ impl Setup {
         );
         self.record.outbound = None;
         if let Some(d) = self.record.dial.as_mut() {
-            d.action = dial.action.clone().map(|url| AppUrl {
-                url,
-                method: dial.method,
-            });
+            d.action = resolved_action(dial, base);
         }
         let ops = [
             Op::ForgetDialog {
-                sip_call_id: dialog_id(&call_id, &from_tag),
+                dialog_id: dialog_id(&call_id, &from_tag),
             },
             Op::CancelTimer,
         ];
@@ -727,6 +731,7 @@ impl Setup {
         ok: Response,
         peer: Peer,
         dial: &Dial,
+        base: &str,
         mut client: ClientTransaction,
     ) -> DialResult {
         let me = self.s.identity(peer.protocol);
@@ -776,16 +781,18 @@ impl Setup {
         self.record.inbound.invite = None;
         if let Some(out) = self.record.outbound.as_mut() {
             out.dialog = Some(callee_dialog);
-            out.sdp = body_text_response(&ok);
             out.invite = None;
         }
-        let mut ops = vec![Op::CancelTimer];
+        // Set-up is over: the timer and the lease go with it.
+        let mut ops = vec![
+            Op::CancelTimer,
+            Op::Release {
+                owner: self.s.pod.clone(),
+            },
+        ];
         if let Some(d) = self.record.dial.as_mut() {
             d.answered_ms = Some(answered);
-            d.action = dial.action.clone().map(|url| AppUrl {
-                url,
-                method: dial.method,
-            });
+            d.action = resolved_action(dial, base);
             if let Some(limit) = dial.time_limit {
                 let at = answered + limit.as_millis() as u64;
                 d.hangup_at_ms = Some(at);
@@ -798,7 +805,6 @@ impl Setup {
             warn!(%error, "cannot record the answered call");
         }
         self.tx.respond(answer);
-        let _ = self.s.store.release(&self.record.sid, &self.s.pod).await;
         METRICS.calls.with_label_values(&["answered"]).inc();
         info!("callee answered: call bridged");
 
@@ -823,25 +829,29 @@ impl Setup {
         self.record.state = CallState::Ended;
         let ops = [
             Op::ForgetDialog {
-                sip_call_id: self.record.inbound.index.clone(),
+                dialog_id: self.record.inbound.index(),
             },
             Op::CancelTimer,
+            Op::Release {
+                owner: self.s.pod.clone(),
+            },
         ];
         if let Err(error) = self.commit(ttl, &ops).await {
             warn!(%error, "cannot record the end of the call");
         }
-        let _ = self.s.store.release(&self.record.sid, &self.s.pod).await;
         METRICS.calls.with_label_values(&[outcome]).inc();
         METRICS.calls_active.dec();
     }
 }
 
-fn body_text(request: &Request) -> Option<String> {
-    (!request.body.is_empty()).then(|| String::from_utf8_lossy(&request.body).into_owned())
-}
-
-fn body_text_response(response: &Response) -> Option<String> {
-    (!response.body.is_empty()).then(|| String::from_utf8_lossy(&response.body).into_owned())
+/// A Dial's `action`, resolved against the document it came from, so whoever reports the
+/// Dial's outcome later (another process, after the call) needs no base URL. An action
+/// that does not resolve is kept as written: the report then fails and says so.
+pub fn resolved_action(dial: &Dial, base: &str) -> Option<AppUrl> {
+    dial.action.as_ref().map(|action| AppUrl {
+        url: resolve_url(base, action).unwrap_or_else(|_| action.clone()),
+        method: dial.method,
+    })
 }
 
 /// The user part of a SIP URI (`sip:alice@host` → `alice`), or the URI itself.

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsip::{Header, Method};
-use switchyard_routing::AppUrl;
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -29,7 +28,7 @@ use crate::call::in_dialog::{detach, hang_up, load, send_on_leg, send_on_leg_wit
 use crate::call::record::{
     CallRecord, CallState, DialRecord, DialStatus, LIVE_TTL, Leg, TransferRecord, now_ms,
 };
-use crate::call::setup::user_of;
+use crate::call::setup::{resolved_action, user_of};
 use crate::call::targets::{request_uri, resolve};
 use crate::call::{NewInvite, Services};
 use crate::metrics::METRICS;
@@ -40,9 +39,7 @@ use crate::sip::message::{SipHeaders, parse_uri, response_to, to_bytes};
 use crate::sip::random_token;
 use crate::sip::transaction::client::cancel_for;
 use crate::sip::transaction::{ClientEvent, ClientTransaction, ServerTransaction};
-use crate::store::{
-    CallStore, Commit, Op, dialog_id, edge_call_id, new_call_sid, tag_for_sip_call_id,
-};
+use crate::store::{CallStore, Commit, Op, edge_call_id, new_call_sid, tag_for_sip_call_id};
 
 /// How long the transferee's re-INVITE may take.
 const REINVITE_TIMEOUT: Duration = Duration::from_secs(32);
@@ -170,6 +167,9 @@ pub async fn refer(
     from_leg: String,
 ) {
     let request = tx.request.clone();
+    if !within_refer_limit(&services, &tx, &record).await {
+        return;
+    }
     let refer_to = match parse_refer_to(request.header_value("Refer-To").as_deref()) {
         Ok(refer_to) => refer_to,
         Err(refusal) => return reject(&tx, &refusal),
@@ -282,6 +282,61 @@ pub async fn refer(
     tokio::spawn(transfer.run().instrument(span));
 }
 
+/// Counts the REFER in the call's window (in the record, so every edge process counts
+/// the same REFERs) before anything else is done with it. Past `--refer-limit-per-call`
+/// it is answered 503 with Retry-After (the end of the window) and `false` returned: a
+/// REFER storm, or a transferor trying target after target against referTargetAllow.
+async fn within_refer_limit(
+    services: &Services,
+    tx: &ServerTransaction,
+    record: &CallRecord,
+) -> bool {
+    let limit = services.refer_limit;
+    if limit.is_off() {
+        return true;
+    }
+    let now = now_ms();
+    let counted = update(services, &record.sid, LIVE_TTL, &[], move |r| {
+        // Over the limit is read from the committed record below.
+        let _ = r.refers.count(now, limit.per_window, limit.window);
+    })
+    .await;
+    let Some(counted) = counted else {
+        tx.respond(crate::call::refusal(
+            &tx.request,
+            500,
+            "call state store unavailable",
+            Some(5),
+        ));
+        return false;
+    };
+    let Some(wait) = counted
+        .refers
+        .over_limit(limit.per_window, now, limit.window)
+    else {
+        return true;
+    };
+    info!(
+        refers = counted.refers.count,
+        "REFER storm: refused until the window ends"
+    );
+    METRICS
+        .rate_limited
+        .with_label_values(&["call", "REFER"])
+        .inc();
+    METRICS
+        .transfers
+        .with_label_values(&["rejected", "rate_limited"])
+        .inc();
+    tx.respond(crate::call::refusal(
+        &tx.request,
+        503,
+        "too many REFERs in this call",
+        Some(crate::ratelimit::retry_after_seconds(wait)),
+    ));
+    false
+}
+
 enum Claim {
     Won,
     Busy,
@@ -303,7 +358,13 @@ async fn claim_transfer(services: &Services, sid: &str, transfer: TransferRecord
         record.transfer = Some(transfer.clone());
         match services
             .store
-            .commit(sid, version, &record.to_json(), LIVE_TTL, &[])
+            .commit(
+                sid,
+                version,
+                &record.to_json(),
+                LIVE_TTL,
+                &record.with_dialog_upkeep(&[]),
+            )
             .await
         {
             Ok(Commit::Committed { .. }) => return Claim::Won,
@@ -455,7 +516,7 @@ impl Transfer {
             for verb in fetched.document.verbs.clone() {
                 match verb {
                     Verb::Dial(dial) => {
-                        let outcome = self.connect(&dial, first_dial).await;
+                        let outcome = self.connect(&dial, &fetched.url, first_dial).await;
                         let was_first = first_dial;
                         first_dial = false;
                         match outcome {
@@ -581,7 +642,7 @@ impl Transfer {
     }
 
     /// Connects the transferee to the Dial's first noun by third-party call control.
-    async fn connect(&mut self, dial: &Dial, report_progress: bool) -> Connect {
+    async fn connect(&mut self, dial: &Dial, base: &str, report_progress: bool) -> Connect {
         let services = self.services.clone();
         let Some(target) = dial.targets.first() else {
             return Connect::NotConnected(DialStatus::Failed);
@@ -633,11 +694,10 @@ impl Transfer {
         let target_leg = Leg {
             name: leg_name.clone(),
             sip_call_id: call_id.clone(),
-            index: dialog_id(&call_id, &from_tag),
+            local_tag: from_tag.clone(),
             peer,
             dialog: None,
             party: uri.clone(),
-            sdp: None,
             invite: Some(String::from_utf8_lossy(&to_bytes(invite.clone())).into_owned()),
         };
         let deadline_ms = now_ms() + dial.timeout.as_millis() as u64;
@@ -645,9 +705,17 @@ impl Transfer {
             &services,
             &self.sid,
             LIVE_TTL,
-            &[Op::ScheduleTimer {
-                due_ms: deadline_ms + LEASE_MARGIN.as_millis() as u64,
-            }],
+            &[
+                Op::ScheduleTimer {
+                    due_ms: deadline_ms + LEASE_MARGIN.as_millis() as u64,
+                },
+                // While the target rings, this process holds the call; if it dies, the
+                // timer lets another one clean up after the lease runs out.
+                Op::Claim {
+                    owner: services.pod.clone(),
+                    lease: dial.timeout + LEASE_MARGIN,
+                },
+            ],
             {
                 let target_leg = target_leg.clone();
                 move |r| {
@@ -661,10 +729,6 @@ impl Transfer {
         if recorded.is_none() {
             return Connect::CallGone;
         }
-        let _ = services
-            .store
-            .claim(&self.sid, &services.pod, dial.timeout + LEASE_MARGIN)
-            .await;
         info!(%uri, leg = %leg_name, "dialling the transfer target (no SDP: third-party call control)");
 
         let Ok(mut client) =
@@ -751,40 +815,31 @@ impl Transfer {
         let transferor = self.transferor.clone();
         let connected = Leg {
             dialog: Some(target_dialog),
-            sdp: String::from_utf8(offer).ok(),
             invite: None,
             ..target_leg
         };
-        let old_call_id = record.leg(&transferor).map(|l| l.index.clone());
+        let old_call_id = record.leg(&transferor).map(Leg::index);
         let dial_record = DialRecord {
             leg: connected.name.clone(),
             dial_call_sid: new_call_sid(&tag),
-            action: dial.action.clone().map(|url| AppUrl {
-                url,
-                method: dial.method,
-            }),
+            action: resolved_action(dial, base),
             started_ms: now_ms(),
             answered_ms: Some(now_ms()),
             hangup_at_ms: None,
         };
         let mut ops = vec![
             Op::IndexDialog {
-                sip_call_id: connected.index.clone(),
+                dialog_id: connected.index(),
             },
             Op::CancelTimer,
         ];
         if let Some(old) = &old_call_id {
             ops.push(Op::ForgetDialog {
-                sip_call_id: old.clone(),
+                dialog_id: old.clone(),
             });
         }
-        let transferee_name = self.transferee.clone();
-        let answer_sdp = String::from_utf8(answer.body).ok();
         let old_leg = record.leg(&transferor).cloned();
         let replaced = update(&services, &self.sid, LIVE_TTL, &ops, move |r| {
-            if let Some(l) = r.leg_mut(&transferee_name) {
-                l.sdp = answer_sdp.clone();
-            }
             if r.inbound.name == transferor {
                 r.inbound = connected.clone();
             } else {

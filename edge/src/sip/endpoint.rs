@@ -7,7 +7,12 @@
 //! - missing or inconsistent Call-ID, CSeq, From, To or Via branch: 400 with a `Reason`;
 //! - Max-Forwards 0 on a request the edge would forward: 483;
 //! - the top Via gets `received` and `rport` (RFC 3581) so answers reach phones behind
-//!   NAT.
+//!   NAT;
+//! - a source over its rate (`--rate-limit-per-source`): 503 with Retry-After, answered
+//!   statelessly before the request gets a transaction, so a flood costs no Redis or
+//!   RCML work (retransmissions of requests already in a transaction are absorbed
+//!   without counting; ACK and CANCEL take no token: they finish transactions); past a
+//!   few 503s a second, everything from the source is dropped before it is parsed.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
 use crate::metrics::METRICS;
+use crate::ratelimit::{Admission, SourceLimiter, retry_after_seconds};
 use crate::sip::message::{
     SipHeaders, host_ip, parse, reason_header, response_to, response_to_raw, to_bytes,
 };
@@ -50,11 +56,41 @@ pub trait Application: Send + Sync + 'static {
 pub struct Endpoint<A> {
     pub ctx: Context,
     app: Arc<A>,
+    /// Per-source rate limits; `None`: off.
+    limiter: Option<SourceLimiter>,
 }
 
 impl<A: Application> Endpoint<A> {
-    pub fn new(ctx: Context, app: Arc<A>) -> Arc<Self> {
-        Arc::new(Endpoint { ctx, app })
+    pub fn new(ctx: Context, app: Arc<A>, limiter: Option<SourceLimiter>) -> Arc<Self> {
+        Arc::new(Endpoint { ctx, app, limiter })
+    }
+
+    /// Takes a token for a message from `source`.
+    fn admit(&self, source: &Destination) -> Admission {
+        let Some(limiter) = self.limiter.as_ref() else {
+            return Admission::Allowed;
+        };
+        let admission = limiter.admit(source.addr.ip());
+        METRICS
+            .rate_limit_sources
+            .set(i64::try_from(limiter.tracked()).unwrap_or(i64::MAX));
+        admission
+    }
+
+    /// Whether a message from `source` is dropped before parsing: the source is over its
+    /// rate and has had its share of 503s.
+    fn shed(&self, source: &Destination) -> bool {
+        let shed = self
+            .limiter
+            .as_ref()
+            .is_some_and(|limiter| limiter.shedding(source.addr.ip()));
+        if shed {
+            METRICS
+                .messages_dropped
+                .with_label_values(&["rate_limited"])
+                .inc();
+        }
+        shed
     }
 
     /// Processes inbound messages until the transport closes.
@@ -65,6 +101,9 @@ impl<A: Application> Endpoint<A> {
     }
 
     fn receive(&self, inbound: Inbound) {
+        if self.shed(&inbound.source) {
+            return;
+        }
         match parse(&inbound.bytes) {
             Ok(SipMessage::Request(request)) => self.receive_request(request, inbound.source),
             Ok(SipMessage::Response(response)) => self.receive_response(response, inbound.source),
@@ -74,6 +113,14 @@ impl<A: Application> Endpoint<A> {
                     .head
                     .as_ref()
                     .and_then(|head| response_to_raw(head, error.status, &error.reason));
+                if answer.is_some() && self.admit(&inbound.source) != Admission::Allowed {
+                    // A source over its rate gets no 400s either: no reflection.
+                    METRICS
+                        .messages_dropped
+                        .with_label_values(&["rate_limited"])
+                        .inc();
+                    return;
+                }
                 match answer {
                     Some(bytes) => {
                         let method = error
@@ -111,6 +158,26 @@ impl<A: Application> Endpoint<A> {
         let mut response = response_to(request, code, Some(&crate::sip::random_token(10)));
         response.headers.push(reason_header(code, reason));
         METRICS.response_sent(&request.method.to_string(), code);
+        self.ctx.wire.send(to, to_bytes(response));
+    }
+
+    /// 503 with Retry-After to a source over its rate, without a transaction: a
+    /// retransmission is refused again the same way while the source stays over.
+    fn refuse_over_rate(&self, request: &Request, to: &Destination, wait: std::time::Duration) {
+        debug!(method = %request.method, source = %to.addr.ip(), "source over its rate");
+        let method = request.method.to_string();
+        METRICS
+            .rate_limited
+            .with_label_values(&["source", &method])
+            .inc();
+        let mut response = response_to(request, 503, Some(&crate::sip::random_token(10)));
+        response
+            .headers
+            .push(reason_header(503, "too many requests from this address"));
+        response.headers.push(Header::RetryAfter(
+            retry_after_seconds(wait).to_string().into(),
+        ));
+        METRICS.response_sent(&method, 503);
         self.ctx.wire.send(to, to_bytes(response));
     }
 
@@ -188,6 +255,19 @@ impl<A: Application> Endpoint<A> {
                 else {
                     return; // a retransmission, absorbed by its transaction
                 };
+                match self.admit(&source) {
+                    Admission::Allowed => {}
+                    Admission::Limited { retry_after } => {
+                        return self.refuse_over_rate(&request, &reply_to, retry_after);
+                    }
+                    Admission::Shed => {
+                        METRICS
+                            .messages_dropped
+                            .with_label_values(&["rate_limited"])
+                            .inc();
+                        return;
+                    }
+                }
                 match ServerTransaction::start(&self.ctx, request, reply_to) {
                     Ok(tx) => {
                         tokio::spawn(self.app.clone().request(tx));

@@ -8,17 +8,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{CallStore, Commit, Op, StoreError, call_keys, check_leg, check_ops};
+use super::{
+    CallStore, Commit, FoundCall, Op, StoreError, call_keys, check_leg, check_ops, check_owner,
+};
 
 struct Call {
     version: u64,
     data: Vec<u8>,
     expires: Instant,
     timer: Option<u64>,
-    /// Call-IDs indexed for this call (they expire with it).
+    /// Dialogs indexed for this call (they expire with it).
     dialogs: Vec<String>,
     /// CSeq counter per leg (they expire with it).
     cseq: BTreeMap<String, u32>,
+    lease: Option<Lease>,
 }
 
 struct Lease {
@@ -26,12 +29,45 @@ struct Lease {
     expires: Instant,
 }
 
+impl Call {
+    fn next_cseq(&mut self, sid: &str, leg: &str, floor: u32) -> Result<u32, StoreError> {
+        let counter = self.cseq.entry(leg.to_owned()).or_insert(0);
+        let next = counter
+            .checked_add(1)
+            .map(|n| n.max(floor.saturating_add(1)))
+            .ok_or_else(|| StoreError::Corrupt(format!("CSeq of {sid}/{leg} overflows")))?;
+        *counter = next;
+        Ok(next)
+    }
+
+    /// Takes the lease if free, expired or `owner`'s; whether `owner` holds it now.
+    fn claim(&mut self, owner: &str, lease: Duration, now: Instant) -> bool {
+        if self
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.expires > now && l.owner != owner)
+        {
+            return false;
+        }
+        self.lease = Some(Lease {
+            owner: owner.to_owned(),
+            expires: now + lease,
+        });
+        true
+    }
+
+    fn release(&mut self, owner: &str) {
+        if self.lease.as_ref().is_some_and(|l| l.owner == owner) {
+            self.lease = None;
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     calls: HashMap<String, Call>,
-    /// Call-ID → sid.
+    /// Dialog id → sid.
     dialogs: HashMap<String, String>,
-    leases: HashMap<String, Lease>,
 }
 
 impl State {
@@ -63,60 +99,54 @@ impl State {
         for sid in expired {
             self.remove_call(&sid);
         }
-        self.leases.retain(|_, l| l.expires > now);
     }
 
     /// Checks every op against the current state before anything changes: all or
     /// nothing, like the Redis script.
     fn check_dialogs(&self, sid: &str, ops: &[Op]) -> Result<(), StoreError> {
         for op in ops {
-            if let Op::IndexDialog { sip_call_id } = op
-                && self
-                    .dialogs
-                    .get(sip_call_id)
-                    .is_some_and(|held| held != sid)
+            if let Op::IndexDialog { dialog_id } = op
+                && self.dialogs.get(dialog_id).is_some_and(|held| held != sid)
             {
-                return Err(StoreError::DialogInUse(sip_call_id.clone()));
+                return Err(StoreError::DialogInUse(dialog_id.clone()));
             }
         }
         Ok(())
     }
 
-    fn apply(&mut self, sid: &str, ops: &[Op]) {
+    /// Applies checked ops to a call that exists; returns the CSeqs allocated.
+    fn apply(&mut self, sid: &str, ops: &[Op], now: Instant) -> Result<Vec<u32>, StoreError> {
+        let State { calls, dialogs } = self;
+        let call = calls
+            .get_mut(sid)
+            .ok_or_else(|| StoreError::NotFound(sid.to_owned()))?;
+        let mut cseqs = Vec::new();
         for op in ops {
             match op {
-                Op::IndexDialog { sip_call_id } => {
-                    self.dialogs.insert(sip_call_id.clone(), sid.to_owned());
-                    if let Some(call) = self.calls.get_mut(sid)
-                        && !call.dialogs.contains(sip_call_id)
-                    {
-                        call.dialogs.push(sip_call_id.clone());
+                Op::IndexDialog { dialog_id } => {
+                    dialogs.insert(dialog_id.clone(), sid.to_owned());
+                    if !call.dialogs.contains(dialog_id) {
+                        call.dialogs.push(dialog_id.clone());
                     }
                 }
-                Op::ForgetDialog { sip_call_id } => {
-                    if self
-                        .dialogs
-                        .get(sip_call_id)
-                        .is_some_and(|held| held == sid)
-                    {
-                        self.dialogs.remove(sip_call_id);
+                Op::ForgetDialog { dialog_id } => {
+                    if dialogs.get(dialog_id).is_some_and(|held| held == sid) {
+                        dialogs.remove(dialog_id);
                     }
-                    if let Some(call) = self.calls.get_mut(sid) {
-                        call.dialogs.retain(|id| id != sip_call_id);
-                    }
+                    call.dialogs.retain(|id| id != dialog_id);
                 }
-                Op::ScheduleTimer { due_ms } => {
-                    if let Some(call) = self.calls.get_mut(sid) {
-                        call.timer = Some(*due_ms);
-                    }
+                // Index entries here live exactly as long as their call.
+                Op::KeepDialog { .. } => {}
+                Op::ScheduleTimer { due_ms } => call.timer = Some(*due_ms),
+                Op::CancelTimer => call.timer = None,
+                Op::Claim { owner, lease } => {
+                    call.claim(owner, *lease, now);
                 }
-                Op::CancelTimer => {
-                    if let Some(call) = self.calls.get_mut(sid) {
-                        call.timer = None;
-                    }
-                }
+                Op::Release { owner } => call.release(owner),
+                Op::NextCseq { leg, floor } => cseqs.push(call.next_cseq(sid, leg, *floor)?),
             }
         }
+        Ok(cseqs)
     }
 }
 
@@ -164,9 +194,10 @@ impl CallStore for MemoryCallStore {
                 timer: None,
                 dialogs: Vec::new(),
                 cseq: BTreeMap::new(),
+                lease: None,
             },
         );
-        state.apply(sid, ops);
+        state.apply(sid, ops, now)?;
         Ok(())
     }
 
@@ -202,62 +233,53 @@ impl CallStore for MemoryCallStore {
             call.data = data.to_vec();
             call.expires = now + ttl;
         }
-        state.apply(sid, ops);
-        Ok(Commit::Committed { version })
+        let cseqs = state.apply(sid, ops, now)?;
+        Ok(Commit::Committed { version, cseqs })
     }
 
-    async fn find_dialog(&self, sip_call_id: &str) -> Result<Option<String>, StoreError> {
+    async fn find_call(&self, dialog_id: &str) -> Result<Option<FoundCall>, StoreError> {
+        if dialog_id.is_empty() {
+            return Err(StoreError::InvalidKey("empty dialog id".into()));
+        }
         let now = Instant::now();
         let mut state = self.state();
-        let Some(sid) = state.dialogs.get(sip_call_id).cloned() else {
+        let Some(sid) = state.dialogs.get(dialog_id).cloned() else {
             return Ok(None);
         };
         // The entry lives as long as its call.
-        Ok(state.live(&sid, now).map(|_| sid))
+        Ok(state.live(&sid, now).map(|call| FoundCall {
+            version: call.version,
+            data: call.data.clone(),
+            sid,
+        }))
     }
 
     async fn next_cseq(&self, sid: &str, leg: &str, floor: u32) -> Result<u32, StoreError> {
         call_keys(sid)?;
         check_leg(leg)?;
         let mut state = self.state();
-        let call = state
+        state
             .live(sid, Instant::now())
-            .ok_or_else(|| StoreError::NotFound(sid.to_owned()))?;
-        let counter = call.cseq.entry(leg.to_owned()).or_insert(0);
-        let next = counter
-            .checked_add(1)
-            .map(|n| n.max(floor.saturating_add(1)))
-            .ok_or_else(|| StoreError::Corrupt(format!("CSeq of {sid}/{leg} overflows")))?;
-        *counter = next;
-        Ok(next)
+            .ok_or_else(|| StoreError::NotFound(sid.to_owned()))?
+            .next_cseq(sid, leg, floor)
     }
 
     async fn claim(&self, sid: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
         call_keys(sid)?;
+        check_owner(owner)?;
         let now = Instant::now();
         let mut state = self.state();
-        let held = state
-            .leases
-            .get(sid)
-            .is_some_and(|l| l.expires > now && l.owner != owner);
-        if held {
-            return Ok(false);
-        }
-        state.leases.insert(
-            sid.to_owned(),
-            Lease {
-                owner: owner.to_owned(),
-                expires: now + lease,
-            },
-        );
-        Ok(true)
+        Ok(state
+            .live(sid, now)
+            .is_some_and(|call| call.claim(owner, lease, now)))
     }
 
     async fn release(&self, sid: &str, owner: &str) -> Result<(), StoreError> {
         call_keys(sid)?;
+        check_owner(owner)?;
         let mut state = self.state();
-        if state.leases.get(sid).is_some_and(|l| l.owner == owner) {
-            state.leases.remove(sid);
+        if let Some(call) = state.live(sid, Instant::now()) {
+            call.release(owner);
         }
         Ok(())
     }
@@ -298,10 +320,10 @@ mod tests {
     #[tokio::test]
     async fn expired_calls_vanish_with_their_index_and_timer() {
         let store = MemoryCallStore::new();
-        let (sid, dialog) = call("00000000000000a1");
+        let (sid, dialog) = call("a1");
         let ops = [
             Op::IndexDialog {
-                sip_call_id: dialog.clone(),
+                dialog_id: dialog.clone(),
             },
             Op::ScheduleTimer { due_ms: 5 },
         ];
@@ -313,7 +335,7 @@ mod tests {
         );
         tokio::time::sleep(SHORT * 2).await;
         assert_eq!(store.load(&sid).await.expect("load"), None);
-        assert_eq!(store.find_dialog(&dialog).await.expect("find"), None);
+        assert_eq!(store.find_call(&dialog).await.expect("find"), None);
         assert!(store.due_timers(10, 10).await.expect("due").is_empty());
         assert!(store.state().calls.is_empty(), "swept");
         assert!(
@@ -329,13 +351,19 @@ mod tests {
     #[tokio::test]
     async fn commit_sets_the_new_ttl() {
         let store = MemoryCallStore::new();
-        let (sid, _) = call("00000000000000a2");
+        let (sid, _) = call("a2");
         store.create(&sid, b"x", SHORT, &[]).await.expect("create");
         let c = store
             .commit(&sid, 1, b"y", LONG, &[])
             .await
             .expect("commit");
-        assert_eq!(c, Commit::Committed { version: 2 });
+        assert_eq!(
+            c,
+            Commit::Committed {
+                version: 2,
+                cseqs: vec![]
+            }
+        );
         tokio::time::sleep(SHORT * 2).await;
         assert_eq!(
             store.load(&sid).await.expect("load"),
@@ -353,27 +381,31 @@ mod tests {
     #[tokio::test]
     async fn an_expired_dialog_can_be_indexed_by_a_new_call() {
         let store = MemoryCallStore::new();
-        let (old, dialog) = call("00000000000000a3");
+        let (old, dialog) = call("a3");
         let index = [Op::IndexDialog {
-            sip_call_id: dialog.clone(),
+            dialog_id: dialog.clone(),
         }];
         store
             .create(&old, b"x", SHORT, &index)
             .await
             .expect("create");
         tokio::time::sleep(SHORT * 2).await;
-        let (new, _) = call("00000000000000a3");
+        let (new, _) = call("a3");
         store
             .create(&new, b"x", LONG, &index)
             .await
             .expect("create");
-        assert_eq!(store.find_dialog(&dialog).await.expect("find"), Some(new));
+        assert_eq!(
+            store.find_call(&dialog).await.expect("find").map(|f| f.sid),
+            Some(new)
+        );
     }
 
     #[tokio::test]
     async fn leases_expire() {
         let store = MemoryCallStore::new();
-        let (sid, _) = call("00000000000000a4");
+        let (sid, _) = call("a4");
+        store.create(&sid, b"x", LONG, &[]).await.expect("create");
         assert!(store.claim(&sid, "a", SHORT).await.expect("claim"));
         assert!(!store.claim(&sid, "b", SHORT).await.expect("claim"));
         tokio::time::sleep(SHORT * 2).await;
@@ -383,7 +415,7 @@ mod tests {
     #[tokio::test]
     async fn cseq_saturates_instead_of_wrapping() {
         let store = MemoryCallStore::new();
-        let (sid, _) = call("00000000000000a5");
+        let (sid, _) = call("a5");
         store.create(&sid, b"x", LONG, &[]).await.expect("create");
         assert_eq!(
             store

@@ -9,19 +9,20 @@
 //! mode, one process). [`CallStore`] uses `async fn`s and is not dyn-compatible, so
 //! [`AnyCallStore`] picks one at run time.
 //!
-//! Round trips to Redis per operation (single server; see `docs/call-state.md`):
+//! Round trips to Redis per operation (any deployment: every operation is one script or
+//! command on the node of one slot; see `docs/call-state.md`):
 //!
-//! | operation      | round trips | how                                                     |
-//! |----------------|-------------|---------------------------------------------------------|
-//! | `create`       | 1           | one Lua script; a timer's ZADD pipelined on either side |
-//! | `commit`       | 1           | one Lua script (CAS); ZADD pipelined the same way       |
-//! | `load`         | 1           | HMGET                                                   |
-//! | `find_dialog`  | 1           | GET                                                     |
-//! | `next_cseq`    | 1           | one Lua script                                          |
-//! | `claim`        | 1           | one Lua script                                          |
-//! | `release`      | 1           | one Lua script                                          |
-//! | `due_timers`   | 2 (+2)      | ZRANGEBYSCORE, then the calls' due times; 2 more only when stale timer entries need repair |
-//! | `ping`         | 1           | PING                                                    |
+//! | operation      | round trips | how                                              |
+//! |----------------|-------------|--------------------------------------------------|
+//! | `create`       | 1           | one Lua script, ops included                     |
+//! | `commit`       | 1           | one Lua script (CAS), ops included               |
+//! | `load`         | 1           | HMGET                                            |
+//! | `find_call`    | 1           | one Lua script: the dialog index, then the call  |
+//! | `next_cseq`    | 1           | one Lua script                                   |
+//! | `claim`        | 1           | one Lua script                                   |
+//! | `release`      | 1           | one Lua script                                   |
+//! | `due_timers`   | 1 per bucket, 16 at a time | one Lua script per bucket's timer set |
+//! | `ping`         | 1           | PING                                             |
 //!
 //! A script's first use on a server (or after a restart) costs one more round trip
 //! (EVALSHA answered NOSCRIPT, SCRIPT LOAD, retry).
@@ -36,8 +37,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use keys::{
-    CallKeys, SID_LEN, TAG_LEN, TIMERS_KEY, dialog_id, dialog_key, edge_call_id, new_call_sid,
-    tag_for_sip_call_id, tag_of_sid,
+    BUCKETS, CallKeys, KEY_PREFIX, SID_LEN, TAG_LEN, all_tags, bucket_tag, call_prefix, dialog_id,
+    dialog_key, edge_call_id, new_call_sid, tag_for_sip_call_id, tag_of_sid, timers_key,
 };
 pub use memory::MemoryCallStore;
 pub use redis_store::{DEFAULT_STORE_TIMEOUT, RedisCallStore};
@@ -45,27 +46,49 @@ pub use redis_store::{DEFAULT_STORE_TIMEOUT, RedisCallStore};
 /// A side effect applied atomically with a create or commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `sy:v1:dlg:{tag}:<id>` → sid. Only for Call-IDs whose tag is the call's tag (edge
-    /// Call-IDs made with the call's tag, or the Call-ID the call's tag was derived
-    /// from); any other is refused with [`StoreError::InvalidKey`].
-    IndexDialog { sip_call_id: String },
+    /// The dialog index entry `sy:v2:dlg:{tag}:<dialog-id>` → sid. Only for dialogs whose
+    /// Call-ID is in the call's bucket (edge Call-IDs made with the call's tag, or the
+    /// Call-ID the call's tag was derived from); any other is refused with
+    /// [`StoreError::InvalidKey`].
+    IndexDialog { dialog_id: String },
     /// Removes the dialog index entry, if it points at this call.
-    ForgetDialog { sip_call_id: String },
+    ForgetDialog { dialog_id: String },
+    /// Gives a dialog index entry of this call the commit's TTL, so it lives as long as
+    /// the call. The store keeps no list of a call's entries (it would cost every held
+    /// call memory): the call flow, which knows its legs, names them in each commit.
+    KeepDialog { dialog_id: String },
     /// Sets the call's single timer to fire at `due_ms` (ms since the Unix epoch),
     /// replacing any earlier one.
     ScheduleTimer { due_ms: u64 },
     /// Clears the call's timer.
     CancelTimer,
+    /// Takes the ownership lease for `lease` if it is free, expired or `owner`'s already;
+    /// a lease another owner holds is left alone (the commit still happens).
+    Claim { owner: String, lease: Duration },
+    /// Gives the lease up if `owner` holds it.
+    Release { owner: String },
+    /// Allocates the next CSeq of a leg, as [`CallStore::next_cseq`] does; the numbers
+    /// come back in [`Commit::Committed`], in the order of these ops.
+    NextCseq { leg: String, floor: u32 },
 }
 
 /// The outcome of a compare-and-set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Commit {
-    /// Written as `version` (the expected version + 1), with every op applied.
-    Committed { version: u64 },
+    /// Written as `version` (the expected version + 1), with every op applied; `cseqs`
+    /// holds the numbers the `NextCseq` ops allocated.
+    Committed { version: u64, cseqs: Vec<u32> },
     /// Nothing was written: the stored version was not the expected one. `current` is
     /// what is stored now (`None`: the call does not exist, e.g. it expired).
     Conflict { current: Option<(u64, Vec<u8>)> },
+}
+
+/// A call found through the dialog index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundCall {
+    pub sid: String,
+    pub version: u64,
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, Error)]
@@ -89,7 +112,7 @@ pub enum StoreError {
     /// inherit).
     #[error("call {0} does not exist")]
     NotFound(String),
-    /// `IndexDialog` for a Call-ID another call has indexed; nothing was applied.
+    /// `IndexDialog` for a dialog another call has indexed; nothing was applied.
     #[error("dialog {0} belongs to another call")]
     DialogInUse(String),
     /// The store cannot be set up as configured (a malformed Redis URL).
@@ -103,7 +126,8 @@ pub enum StoreError {
 /// Atomic, versioned persistence of calls. See the module docs for costs.
 pub trait CallStore: Send + Sync + 'static {
     /// Creates the call at version 1 with `ops` applied atomically; Err(AlreadyExists) if
-    /// the sid exists.
+    /// the sid exists. (A new call has nothing to send, so CSeqs `NextCseq` allocates
+    /// here are not returned.)
     fn create(
         &self,
         sid: &str,
@@ -130,15 +154,17 @@ pub trait CallStore: Send + Sync + 'static {
         ops: &[Op],
     ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
 
-    /// Which call a SIP dialog (by its Call-ID) belongs to.
-    fn find_dialog(
+    /// The call a dialog (by its [`dialog_id`]) belongs to, with its version and data,
+    /// in one step.
+    fn find_call(
         &self,
-        sip_call_id: &str,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+        dialog_id: &str,
+    ) -> impl Future<Output = Result<Option<FoundCall>, StoreError>> + Send;
 
     /// Atomically allocates the next CSeq number for a leg of a call: 1 for a new leg,
     /// then one more each time, and never at or below `floor` (pass the highest CSeq
-    /// seen on the leg, or 0). The counter expires with the call.
+    /// seen on the leg, or 0). The counter is part of the call and expires with it;
+    /// `NotFound` for a call that does not exist.
     fn next_cseq(
         &self,
         sid: &str,
@@ -147,7 +173,9 @@ pub trait CallStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
     /// Ownership lease: take it if free, expired, or already ours (then it is renewed
-    /// for `lease`); returns whether we hold it now.
+    /// for `lease`); returns whether we hold it now. A call that does not exist cannot
+    /// be claimed (false). The lease is part of the call and expires with it at the
+    /// latest.
     fn claim(
         &self,
         sid: &str,
@@ -181,22 +209,39 @@ pub(crate) fn call_keys(sid: &str) -> Result<CallKeys, StoreError> {
     CallKeys::new(sid).ok_or_else(|| StoreError::InvalidKey(format!("not a call sid: {sid:?}")))
 }
 
-/// Refuses dialog ops whose index key would fall outside the call's slot, and empty
-/// Call-IDs; checked before anything is sent, so a refused transition changes nothing.
+/// Refuses dialog ops whose index key would fall outside the call's slot, empty dialog
+/// ids, bad leg names and empty owners; checked before anything is sent, so a refused
+/// transition changes nothing.
 pub(crate) fn check_ops(keys: &CallKeys, ops: &[Op]) -> Result<(), StoreError> {
     for op in ops {
-        if let Op::IndexDialog { sip_call_id } | Op::ForgetDialog { sip_call_id } = op {
-            if sip_call_id.is_empty() {
-                return Err(StoreError::InvalidKey("empty Call-ID".into()));
+        match op {
+            Op::IndexDialog { dialog_id }
+            | Op::ForgetDialog { dialog_id }
+            | Op::KeepDialog { dialog_id } => {
+                if dialog_id.is_empty() {
+                    return Err(StoreError::InvalidKey("empty dialog id".into()));
+                }
+                let tag = tag_for_sip_call_id(dialog_id);
+                if tag != keys.tag {
+                    return Err(StoreError::InvalidKey(format!(
+                        "dialog {dialog_id:?} is in bucket {tag}, the call in {}",
+                        keys.tag
+                    )));
+                }
             }
-            let tag = tag_for_sip_call_id(sip_call_id);
-            if tag != keys.tag {
-                return Err(StoreError::InvalidKey(format!(
-                    "Call-ID {sip_call_id:?} has tag {tag}, the call has {}",
-                    keys.tag
-                )));
-            }
+            Op::NextCseq { leg, .. } => check_leg(leg)?,
+            Op::Claim { owner, .. } | Op::Release { owner } => check_owner(owner)?,
+            Op::ScheduleTimer { .. } | Op::CancelTimer => {}
         }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_owner(owner: &str) -> Result<(), StoreError> {
+    if owner.is_empty() || owner.len() > 256 {
+        return Err(StoreError::InvalidKey(format!(
+            "not an owner name: {owner:?}"
+        )));
     }
     Ok(())
 }
@@ -266,8 +311,8 @@ impl CallStore for AnyCallStore {
         delegate!(self, s => s.commit(sid, expected, data, ttl, ops))
     }
 
-    async fn find_dialog(&self, sip_call_id: &str) -> Result<Option<String>, StoreError> {
-        delegate!(self, s => s.find_dialog(sip_call_id))
+    async fn find_call(&self, dialog_id: &str) -> Result<Option<FoundCall>, StoreError> {
+        delegate!(self, s => s.find_call(dialog_id))
     }
 
     async fn next_cseq(&self, sid: &str, leg: &str, floor: u32) -> Result<u32, StoreError> {

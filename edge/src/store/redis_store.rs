@@ -1,20 +1,25 @@
-//! The call store in Redis, shared by every edge pod.
+//! The call store in Redis, shared by every edge pod: one server, Redis Cluster or a
+//! Sentinel-managed master.
 //!
-//! Each transition of a call is one Lua script over keys of one hash slot, so it is
-//! atomic on a single server and in Redis Cluster alike. The timers sorted set lives in
-//! another slot and is only an index: the authoritative due time is field `t` of the
-//! call's hash, written by the script. See `docs/call-state.md` for why the index may
-//! hold stale entries and how `due_timers` repairs them.
+//! Each operation is one Lua script (or one command) over keys of one hash slot, the
+//! slot of the call's bucket (`keys.rs`): the call's hash, its dialog index entries and
+//! its bucket's timer set. So it is atomic on a single server and in Redis Cluster alike,
+//! and every transition costs one round trip. See `docs/call-state.md`.
 
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use futures_util::StreamExt;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
+use switchyard_routing::{ConnectionOptions, RedisConnection, RedisTarget};
 use tracing::{debug, warn};
 
-use super::keys::{CallKeys, TIMERS_KEY, dialog_key};
-use super::{CallStore, Commit, Op, StoreError, call_keys, check_leg, check_ops, ttl_ms};
+use super::keys::{CallKeys, all_tags, call_prefix, dialog_key, tag_for_sip_call_id, timers_key};
+use super::{
+    CallStore, Commit, FoundCall, Op, StoreError, call_keys, check_leg, check_ops, check_owner,
+    ttl_ms,
+};
 use crate::metrics::METRICS;
 
 /// How long one store operation may take before it fails as `Unavailable`: long enough
@@ -22,15 +27,53 @@ use crate::metrics::METRICS;
 /// peer's Timer B/F gives up.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Create or commit. KEYS: the call hash, then one dialog index key per dialog op in
-/// order. ARGV: mode ('create'|'commit'), expected version, ttl ms, data, sid, dialog
-/// key prefix, call key; then (op, argument) pairs: 'I'/'F' + Call-ID, 'S' + due ms,
-/// 'C' + ''. Everything is checked before the first write: Lua scripts are not rolled
-/// back, so "all or nothing" has to be built in.
-const TRANSITION_LUA: &str = r#"
-local call = KEYS[1]
+/// Buckets polled at once by `due_timers`.
+const POLL_CONCURRENCY: usize = 16;
+
+/// Lua shared by the scripts below: the server's clock (so pods' clocks need not agree
+/// on lease expiry), CSeq allocation and the lease, each used by a standalone script and
+/// inside transitions.
+macro_rules! lua_prelude {
+    () => {
+        r#"
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function next_cseq(call, leg, floor)
+  local field = 'c:' .. leg
+  local n = redis.call('HINCRBY', call, field, 1)
+  local f = tonumber(floor)
+  if n <= f then
+    n = f + 1
+    redis.call('HSET', call, field, string.format('%d', n))
+  end
+  return string.format('%d', n)
+end
+local function claim(call, owner, lease)
+  local now = server_ms()
+  local holder = redis.call('HGET', call, 'o')
+  if holder and holder ~= owner and tonumber(redis.call('HGET', call, 'e') or '0') > now then
+    return 0
+  end
+  redis.call('HSET', call, 'o', owner, 'e', string.format('%.0f', now + tonumber(lease)))
+  return 1
+end
+"#
+    };
+}
+
+/// Create or commit. KEYS: [1] the call hash, [2] its bucket's timer set, then one dialog
+/// index key per dialog op, in order. ARGV: [1] mode ('create'|'commit'), [2] expected
+/// version, [3] ttl ms, [4] data, [5] sid; then one triple per op: 'I'/'F'/'K' + dialog
+/// id + '', 'S' + due ms + '', 'C' + '' + '', 'L' + owner + lease ms, 'R' + owner + '',
+/// 'N' + leg + floor. Everything is checked before the first write: Lua scripts are not
+/// rolled back, so "all or nothing" has to be built in.
+const TRANSITION_LUA: &str = concat!(
+    lua_prelude!(),
+    r#"
+local call, timers = KEYS[1], KEYS[2]
 local mode, expected, ttl, data, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local dlg_prefix, call_key = ARGV[6], ARGV[7]
 local current = redis.call('HGET', call, 'v')
 if mode == 'create' then
   if current then return {'exists'} end
@@ -39,86 +82,114 @@ elseif not current then
 elseif current ~= expected then
   return {'conflict', current, redis.call('HGET', call, 'd') or ''}
 end
-local k = 2
-for i = 8, #ARGV, 2 do
+local k = 3
+for i = 6, #ARGV, 3 do
   local op = ARGV[i]
   if op == 'I' then
     local held = redis.call('GET', KEYS[k])
     if held and held ~= sid then return {'dialog', ARGV[i + 1]} end
   end
-  if op == 'I' or op == 'F' then k = k + 1 end
+  if op == 'I' or op == 'F' or op == 'K' then k = k + 1 end
 end
 local version = tostring((tonumber(current) or 0) + 1)
 redis.call('HSET', call, 'v', version, 'd', data)
-k = 2
-for i = 8, #ARGV, 2 do
-  local op, arg = ARGV[i], ARGV[i + 1]
+local reply = {'ok', version}
+k = 3
+for i = 6, #ARGV, 3 do
+  local op, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if op == 'I' then
-    redis.call('SET', KEYS[k], sid)
-    redis.call('HSET', call, 'i:' .. arg, '1')
+    redis.call('SET', KEYS[k], sid, 'PX', ttl)
     k = k + 1
   elseif op == 'F' then
     if redis.call('GET', KEYS[k]) == sid then redis.call('DEL', KEYS[k]) end
-    redis.call('HDEL', call, 'i:' .. arg)
+    k = k + 1
+  elseif op == 'K' then
+    if redis.call('GET', KEYS[k]) == sid then redis.call('PEXPIRE', KEYS[k], ttl) end
     k = k + 1
   elseif op == 'S' then
-    redis.call('HSET', call, 't', arg)
+    redis.call('ZADD', timers, a, sid)
   elseif op == 'C' then
-    redis.call('HDEL', call, 't')
+    redis.call('ZREM', timers, sid)
+  elseif op == 'L' then
+    claim(call, a, b)
+  elseif op == 'R' then
+    if redis.call('HGET', call, 'o') == a then redis.call('HDEL', call, 'o', 'e') end
+  elseif op == 'N' then
+    reply[#reply + 1] = next_cseq(call, a, b)
   end
 end
--- Every key of the call expires together. Index keys and counters are found through
--- the hash's bookkeeping fields (i:<call-id>, l:<leg>); they are in the call's slot.
+-- The call and its dialog index entries expire together: entries written here got the
+-- TTL above, and the caller names its other entries with 'K' ops.
 redis.call('PEXPIRE', call, ttl)
-for _, field in ipairs(redis.call('HKEYS', call)) do
-  local kind, name = string.sub(field, 1, 2), string.sub(field, 3)
-  if kind == 'i:' then
-    redis.call('PEXPIRE', dlg_prefix .. name, ttl)
-  elseif kind == 'l:' then
-    redis.call('PEXPIRE', call_key .. ':cseq:' .. name, ttl)
-  end
-end
-return {'ok', version}
+return reply
+"#
+);
+
+/// KEYS: [1] a dialog index key. ARGV: [1] the call key prefix of its bucket. The
+/// dialog's call with its version and data, or nil.
+const FIND_CALL_LUA: &str = r#"
+local sid = redis.call('GET', KEYS[1])
+if not sid then return false end
+local found = redis.call('HMGET', ARGV[1] .. sid, 'v', 'd')
+if not found[1] then return false end
+return {sid, found[1], found[2] or ''}
 "#;
 
-/// KEYS: call hash, counter. ARGV: leg, floor. The counter inherits the call's TTL and
-/// is recorded in the hash so later commits extend it too.
-const NEXT_CSEQ_LUA: &str = r#"
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl == -2 then return -1 end
-local n = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[2])
-if n <= floor then
-  n = floor + 1
-  redis.call('SET', KEYS[2], n)
-end
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-redis.call('HSET', KEYS[1], 'l:' .. ARGV[1], '1')
-return n
-"#;
+/// KEYS: call hash. ARGV: leg, floor. -1: no such call.
+const NEXT_CSEQ_LUA: &str = concat!(
+    lua_prelude!(),
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return next_cseq(KEYS[1], ARGV[1], ARGV[2])
+"#
+);
 
-/// KEYS: lease. ARGV: owner, lease ms. An expired lease is a missing key.
-const CLAIM_LUA: &str = r#"
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"#;
+/// KEYS: call hash. ARGV: owner, lease ms. A call that does not exist is not claimed:
+/// writing its lease would leave a hash without a TTL.
+const CLAIM_LUA: &str = concat!(
+    lua_prelude!(),
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return claim(KEYS[1], ARGV[1], ARGV[2])
+"#
+);
 
-/// KEYS: lease. ARGV: owner.
+/// KEYS: call hash. ARGV: owner.
 const RELEASE_LUA: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[1], 'o') == ARGV[1] then redis.call('HDEL', KEYS[1], 'o', 'e') end
 return 0
 "#;
 
+/// KEYS: [1] a bucket's timer set. ARGV: [1] now ms, [2] limit, [3] the bucket's call key
+/// prefix. Due timers as (sid, due) pairs; entries of calls that expired without
+/// cancelling their timer are removed on the way.
+const DUE_TIMERS_LUA: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+local out = {}
+for i = 1, #due, 2 do
+  local sid = due[i]
+  if redis.call('EXISTS', ARGV[3] .. sid) == 1 then
+    out[#out + 1] = sid
+    out[#out + 1] = due[i + 1]
+  else
+    redis.call('ZREM', KEYS[1], sid)
+  end
+end
+return out
+"#;
+
+/// The scripts, hashed once per process (EVALSHA sends the hash).
+static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(TRANSITION_LUA));
+static FIND_CALL: LazyLock<Script> = LazyLock::new(|| Script::new(FIND_CALL_LUA));
+static NEXT_CSEQ: LazyLock<Script> = LazyLock::new(|| Script::new(NEXT_CSEQ_LUA));
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_LUA));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
+static DUE_TIMERS: LazyLock<Script> = LazyLock::new(|| Script::new(DUE_TIMERS_LUA));
+
 /// Calls in Redis. Cheap to share (`Arc`); the connection is multiplexed.
 pub struct RedisCallStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     timeout: Duration,
-    transition: Script,
-    next_cseq: Script,
-    claim: Script,
-    release: Script,
 }
 
 /// Whether an error means "Redis is not serving right now" (503 and retry later) rather
@@ -159,18 +230,14 @@ fn classify(error: RedisError) -> StoreError {
     }
 }
 
-fn is_noscript(error: &RedisError) -> bool {
-    error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
-}
-
 fn text(bytes: &[u8]) -> Result<&str, StoreError> {
     std::str::from_utf8(bytes).map_err(|_| StoreError::Corrupt("non-UTF-8 field".into()))
 }
 
-fn version_of(bytes: &[u8]) -> Result<u64, StoreError> {
+fn number_of<T: std::str::FromStr>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     let text = text(bytes)?;
     text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("version {text:?} is not a number")))
+        .map_err(|_| StoreError::Corrupt(format!("{what} {text:?} is not a number")))
 }
 
 enum Mode {
@@ -181,16 +248,14 @@ enum Mode {
 impl RedisCallStore {
     /// Does not touch the network: the connection is made on first use and remade after
     /// failures, so the edge can start (and answer 503) while Redis is down.
-    pub fn new(client: redis::Client, timeout: Duration) -> Result<Self, StoreError> {
-        let connection = switchyard_routing::redis_table::connection_manager(client, timeout)
+    pub fn new(target: impl Into<RedisTarget>, timeout: Duration) -> Result<Self, StoreError> {
+        let connection = target
+            .into()
+            .connect(ConnectionOptions { timeout })
             .map_err(|e| StoreError::Config(format!("Redis connection: {e}")))?;
         Ok(RedisCallStore {
             connection,
             timeout,
-            transition: Script::new(TRANSITION_LUA),
-            next_cseq: Script::new(NEXT_CSEQ_LUA),
-            claim: Script::new(CLAIM_LUA),
-            release: Script::new(RELEASE_LUA),
         })
     }
 
@@ -225,16 +290,7 @@ impl RedisCallStore {
         result
     }
 
-    /// The create/commit script with its timer index update pipelined around it: one
-    /// round trip. The ZADDs go out whatever the script decides (a pipeline cannot be
-    /// conditional); an entry for a transition that did not happen is harmless, because
-    /// the index is only trusted when the call's own `t` field agrees.
-    ///
-    /// The ZADD is sent both before and after the script. Before: if the connection
-    /// dies mid-pipeline, the script cannot have run without its index entry. After: a
-    /// `due_timers` repair that removed the entry and re-read `t` just before the
-    /// script ran cannot leave the new timer unindexed. Same connection, so Redis runs
-    /// them in this order.
+    /// The create/commit script: one round trip, whatever the ops.
     async fn transition(
         &self,
         mode: Mode,
@@ -248,77 +304,95 @@ impl RedisCallStore {
             Mode::Create => ("create", 0),
             Mode::Commit { expected } => ("commit", expected),
         };
-        let mut script_keys = vec![keys.call.clone()];
-        let mut args: Vec<Vec<u8>> = vec![
-            mode_arg.into(),
-            expected.to_string().into(),
-            ttl_ms(ttl).to_string().into(),
-            data.to_vec(),
-            sid.into(),
-            keys.dialog_prefix().into(),
-            keys.call.clone().into(),
-        ];
-        let mut pipe = redis::pipe();
-        let mut timer_cmds = Vec::new();
+        let mut invocation = TRANSITION.key(&keys.call);
+        invocation
+            .key(keys.timers())
+            .arg(mode_arg)
+            .arg(expected)
+            .arg(ttl_ms(ttl))
+            .arg(data)
+            .arg(sid);
         for op in ops {
             match op {
-                Op::IndexDialog { sip_call_id } | Op::ForgetDialog { sip_call_id } => {
-                    let code = if matches!(op, Op::IndexDialog { .. }) {
-                        "I"
-                    } else {
-                        "F"
-                    };
-                    script_keys.push(dialog_key(sip_call_id));
-                    args.push(code.into());
-                    args.push(sip_call_id.clone().into());
+                Op::IndexDialog { dialog_id } => {
+                    invocation
+                        .key(dialog_key(dialog_id))
+                        .arg("I")
+                        .arg(dialog_id)
+                        .arg("");
+                }
+                Op::ForgetDialog { dialog_id } => {
+                    invocation
+                        .key(dialog_key(dialog_id))
+                        .arg("F")
+                        .arg(dialog_id)
+                        .arg("");
+                }
+                Op::KeepDialog { dialog_id } => {
+                    invocation
+                        .key(dialog_key(dialog_id))
+                        .arg("K")
+                        .arg(dialog_id)
+                        .arg("");
                 }
                 Op::ScheduleTimer { due_ms } => {
-                    args.push("S".into());
-                    args.push(due_ms.to_string().into());
-                    // LT: the index only ever moves a timer earlier, so a late-arriving
-                    // or losing ZADD can make a timer fire early (filtered) but never
-                    // late.
-                    let mut zadd = redis::cmd("ZADD");
-                    zadd.arg(TIMERS_KEY).arg("LT").arg(*due_ms).arg(sid);
-                    timer_cmds.push(zadd);
+                    invocation.arg("S").arg(*due_ms).arg("");
                 }
                 Op::CancelTimer => {
-                    // The index entry is left for `due_timers` to drop: removing it here
-                    // could remove the entry of a timer a concurrent commit just set.
-                    args.push("C".into());
-                    args.push(Vec::new());
+                    invocation.arg("C").arg("").arg("");
+                }
+                Op::Claim { owner, lease } => {
+                    invocation.arg("L").arg(owner).arg(ttl_ms(*lease));
+                }
+                Op::Release { owner } => {
+                    invocation.arg("R").arg(owner).arg("");
+                }
+                Op::NextCseq { leg, floor } => {
+                    invocation.arg("N").arg(leg).arg(*floor);
                 }
             }
         }
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha
-            .arg(self.transition.get_hash())
-            .arg(script_keys.len())
-            .arg(&script_keys)
-            .arg(&args);
-        for cmd in &timer_cmds {
-            pipe.add_command(cmd.clone()).ignore();
-        }
-        pipe.add_command(evalsha);
-        for cmd in timer_cmds {
-            pipe.add_command(cmd).ignore();
-        }
         let mut con = self.connection.clone();
-        let reply: Result<(Vec<Vec<u8>>,), RedisError> = pipe.query_async(&mut con).await;
-        let reply = match reply {
-            Err(e) if is_noscript(&e) => {
-                // First use on this server (or it restarted): load and go again.
-                debug!("loading the call transition script");
-                self.transition
-                    .load_async(&mut con)
-                    .await
-                    .map_err(classify)?;
-                pipe.query_async(&mut con).await
-            }
-            other => other,
-        };
-        Ok(reply.map_err(classify)?.0)
+        invocation.invoke_async(&mut con).await.map_err(classify)
     }
+
+    async fn due_in_bucket(
+        &self,
+        tag: String,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut con = self.connection.clone();
+        let pairs: Vec<(String, String)> = DUE_TIMERS
+            .key(timers_key(&tag))
+            .arg(now_ms)
+            .arg(limit)
+            .arg(call_prefix(&tag))
+            .invoke_async(&mut con)
+            .await
+            .map_err(classify)?;
+        pairs
+            .into_iter()
+            .map(|(sid, due)| {
+                // Scores come back as Redis formats doubles; timers are whole ms.
+                let due = due
+                    .parse::<f64>()
+                    .map_err(|_| StoreError::Corrupt(format!("timer of {sid} is {due:?}")))?;
+                Ok((due as u64, sid))
+            })
+            .collect()
+    }
+}
+
+fn cseqs_of(reply: &[Vec<u8>]) -> Result<Vec<u32>, StoreError> {
+    reply
+        .iter()
+        .skip(2)
+        .map(|n| {
+            let n: u64 = number_of(n, "CSeq")?;
+            u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("CSeq {n} out of range")))
+        })
+        .collect()
 }
 
 impl CallStore for RedisCallStore {
@@ -360,7 +434,7 @@ impl CallStore for RedisCallStore {
                 .map_err(classify)?;
             match (version, data) {
                 (None, _) => Ok(None),
-                (Some(version), Some(data)) => Ok(Some((version_of(&version)?, data))),
+                (Some(version), Some(data)) => Ok(Some((number_of(&version, "version")?, data))),
                 (Some(_), None) => Err(StoreError::Corrupt(format!("{sid} has no data"))),
             }
         })
@@ -383,14 +457,15 @@ impl CallStore for RedisCallStore {
                 .await?;
             match (reply.first().map(Vec::as_slice), reply.get(1), reply.get(2)) {
                 (Some(b"ok"), Some(version), _) => Ok(Commit::Committed {
-                    version: version_of(version)?,
+                    version: number_of(version, "version")?,
+                    cseqs: cseqs_of(&reply)?,
                 }),
                 (Some(b"conflict"), None, _) => {
                     debug!(sid, expected, "commit conflict: the call is gone");
                     Ok(Commit::Conflict { current: None })
                 }
                 (Some(b"conflict"), Some(version), Some(data)) => {
-                    let version = version_of(version)?;
+                    let version = number_of(version, "version")?;
                     debug!(sid, expected, version, "commit conflict");
                     Ok(Commit::Conflict {
                         current: Some((version, data.clone())),
@@ -405,17 +480,27 @@ impl CallStore for RedisCallStore {
         .await
     }
 
-    async fn find_dialog(&self, sip_call_id: &str) -> Result<Option<String>, StoreError> {
-        if sip_call_id.is_empty() {
-            return Err(StoreError::InvalidKey("empty Call-ID".into()));
+    async fn find_call(&self, dialog_id: &str) -> Result<Option<FoundCall>, StoreError> {
+        if dialog_id.is_empty() {
+            return Err(StoreError::InvalidKey("empty dialog id".into()));
         }
-        self.run("find_dialog", async {
+        self.run("find_call", async {
             let mut con = self.connection.clone();
-            redis::cmd("GET")
-                .arg(dialog_key(sip_call_id))
-                .query_async(&mut con)
+            let found: Option<(String, Vec<u8>, Vec<u8>)> = FIND_CALL
+                .key(dialog_key(dialog_id))
+                .arg(call_prefix(&tag_for_sip_call_id(dialog_id)))
+                .invoke_async(&mut con)
                 .await
-                .map_err(classify)
+                .map_err(classify)?;
+            found
+                .map(|(sid, version, data)| {
+                    Ok(FoundCall {
+                        version: number_of(&version, "version")?,
+                        sid,
+                        data,
+                    })
+                })
+                .transpose()
         })
         .await
     }
@@ -425,10 +510,8 @@ impl CallStore for RedisCallStore {
         check_leg(leg)?;
         self.run("next_cseq", async {
             let mut con = self.connection.clone();
-            let n: i64 = self
-                .next_cseq
+            let n: i64 = NEXT_CSEQ
                 .key(&keys.call)
-                .key(keys.cseq(leg))
                 .arg(leg)
                 .arg(floor)
                 .invoke_async(&mut con)
@@ -445,11 +528,11 @@ impl CallStore for RedisCallStore {
 
     async fn claim(&self, sid: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
         let keys = call_keys(sid)?;
+        check_owner(owner)?;
         self.run("claim", async {
             let mut con = self.connection.clone();
-            let held: i64 = self
-                .claim
-                .key(keys.owner())
+            let held: i64 = CLAIM
+                .key(&keys.call)
                 .arg(owner)
                 .arg(ttl_ms(lease))
                 .invoke_async(&mut con)
@@ -462,11 +545,11 @@ impl CallStore for RedisCallStore {
 
     async fn release(&self, sid: &str, owner: &str) -> Result<(), StoreError> {
         let keys = call_keys(sid)?;
+        check_owner(owner)?;
         self.run("release", async {
             let mut con = self.connection.clone();
-            let _: i64 = self
-                .release
-                .key(keys.owner())
+            let _: i64 = RELEASE
+                .key(&keys.call)
                 .arg(owner)
                 .invoke_async(&mut con)
                 .await
@@ -476,12 +559,29 @@ impl CallStore for RedisCallStore {
         .await
     }
 
+    /// One script per bucket, [`POLL_CONCURRENCY`] at a time: on one server they share
+    /// the connection's pipeline, in a cluster each goes to its slot's master. (With all
+    /// 256 in flight at once, the redis crate's cluster client did not recover from a
+    /// master failover: `tests/tests/cluster.rs`.)
     async fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.run("due_timers", self.due_timers_inner(now_ms, limit))
-            .await
+        self.run("due_timers", async {
+            let buckets: Vec<_> = futures_util::stream::iter(all_tags())
+                .map(|tag| self.due_in_bucket(tag, now_ms, limit))
+                .buffer_unordered(POLL_CONCURRENCY)
+                .collect()
+                .await;
+            let mut due = Vec::new();
+            for bucket in buckets {
+                due.extend(bucket?);
+            }
+            due.sort();
+            due.truncate(limit);
+            Ok(due.into_iter().map(|(_, sid)| sid).collect())
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -505,123 +605,18 @@ fn dialog_in_use(reply: &[Vec<u8>]) -> StoreError {
     StoreError::DialogInUse(id)
 }
 
-impl RedisCallStore {
-    /// The timers index is a hint: an entry's score is never later than the call's real
-    /// due time (`t` in its hash), but it may be earlier, or the timer may be cancelled or
-    /// the call gone. Candidates are checked against `t`; stale entries are removed and
-    /// re-added from `t` read *after* the removal, so a commit racing with the repair
-    /// either is seen by the re-read or adds its own entry after the removal.
-    async fn due_timers_inner(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, StoreError> {
-        let mut con = self.connection.clone();
-        let candidates: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(TIMERS_KEY)
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut con)
-            .await
-            .map_err(classify)?;
-        if candidates.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Members that are not sids cannot be ours: drop them with the stale ones.
-        let (valid, garbage): (Vec<(String, CallKeys)>, Vec<String>) = {
-            let mut valid = Vec::new();
-            let mut garbage = Vec::new();
-            for sid in candidates {
-                match CallKeys::new(&sid) {
-                    Some(keys) => valid.push((sid, keys)),
-                    None => garbage.push(sid),
-                }
-            }
-            (valid, garbage)
-        };
-        let mut read = redis::pipe();
-        for (_, keys) in &valid {
-            read.hget(&keys.call, "t");
-        }
-        let due_times: Vec<Option<String>> = if valid.is_empty() {
-            Vec::new()
-        } else {
-            read.query_async(&mut con).await.map_err(classify)?
-        };
-
-        let mut due = Vec::new();
-        let mut stale: Vec<&(String, CallKeys)> = Vec::new();
-        for (entry, t) in valid.iter().zip(due_times) {
-            match t.as_deref().map(str::parse::<u64>) {
-                Some(Ok(t)) if t <= now_ms => due.push((t, entry.0.clone())),
-                Some(Err(_)) => {
-                    warn!(sid = %entry.0, "timer field is not a number; ignoring the timer");
-                    stale.push(entry);
-                }
-                _ => stale.push(entry),
-            }
-        }
-        if !stale.is_empty() || !garbage.is_empty() {
-            self.repair(&mut con, &stale, &garbage).await?;
-        }
-        due.sort();
-        Ok(due.into_iter().map(|(_, sid)| sid).collect())
-    }
-
-    async fn repair(
-        &self,
-        con: &mut ConnectionManager,
-        stale: &[&(String, CallKeys)],
-        garbage: &[String],
-    ) -> Result<(), StoreError> {
-        let mut remove = redis::pipe();
-        for sid in garbage {
-            remove.zrem(TIMERS_KEY, sid).ignore();
-        }
-        for (sid, _) in stale {
-            remove.zrem(TIMERS_KEY, sid).ignore();
-        }
-        // Same connection, same pipeline: these reads run after the removals.
-        for (_, keys) in stale {
-            remove.hget(&keys.call, "t");
-        }
-        let reread: Vec<Option<String>> = remove.query_async(con).await.map_err(classify)?;
-        let mut readd = redis::pipe();
-        let mut any = false;
-        for ((sid, _), t) in stale.iter().map(|e| (&e.0, &e.1)).zip(reread) {
-            if let Some(Ok(t)) = t.as_deref().map(str::parse::<u64>) {
-                readd
-                    .cmd("ZADD")
-                    .arg(TIMERS_KEY)
-                    .arg("LT")
-                    .arg(t)
-                    .arg(sid)
-                    .ignore();
-                any = true;
-            }
-        }
-        if any {
-            readd.exec_async(con).await.map_err(classify)?;
-        }
-        debug!(
-            stale = stale.len(),
-            garbage = garbage.len(),
-            "repaired timer index entries"
-        );
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tag_for_sip_call_id;
+    use crate::store::{dialog_id, edge_call_id, new_call_sid};
 
     #[test]
     fn dialog_keys_land_in_the_call_slot() {
-        let sid = super::super::new_call_sid("0123456789abcdef");
+        let sid = new_call_sid("ab");
         let keys = call_keys(&sid).expect("valid sid");
-        let id = super::super::edge_call_id("0123456789abcdef", "a", "h");
+        let id = dialog_id(&edge_call_id("ab", "a", "h"), "t");
         assert_eq!(tag_for_sip_call_id(&id), keys.tag);
         assert!(dialog_key(&id).starts_with(&keys.dialog_prefix()));
+        assert!(keys.timers().contains("{ab}"));
     }
 }

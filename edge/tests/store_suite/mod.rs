@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_edge::store::{
-    CallStore, Commit, Op, StoreError, edge_call_id, new_call_sid, tag_for_sip_call_id,
+    BUCKETS, CallStore, Commit, FoundCall, Op, StoreError, bucket_tag, edge_call_id, new_call_sid,
+    tag_for_sip_call_id,
 };
 
 pub const HOUR: Duration = Duration::from_secs(3600);
@@ -15,7 +16,22 @@ pub const HOST: &str = "edge.test";
 
 /// A fresh random tag, as the edge makes one for a new inbound Call-ID.
 pub fn fresh_tag() -> String {
-    tag_for_sip_call_id(&format!("{}@caller.test", new_call_sid("0000000000000000")))
+    tag_for_sip_call_id(&format!("{}@caller.test", new_call_sid("00")))
+}
+
+/// A bucket other than `tag`'s.
+pub fn other_tag(tag: &str) -> String {
+    let bucket = u64::from_str_radix(tag, 16).expect("a hex tag");
+    bucket_tag((bucket + 1) % BUCKETS)
+}
+
+/// The sid of the call a dialog belongs to.
+pub async fn owner_of<S: CallStore>(store: &S, dialog_id: &str) -> Option<String> {
+    store
+        .find_call(dialog_id)
+        .await
+        .expect("find_call")
+        .map(|found| found.sid)
 }
 
 /// Polls `check` until it returns true or `within` passes; returns whether it did.
@@ -96,7 +112,13 @@ pub async fn commit_compare_and_set<S: CallStore>(store: &S) {
         .commit(&sid, 1, b"v2", HOUR, &[])
         .await
         .expect("commit");
-    assert_eq!(done, Commit::Committed { version: 2 });
+    assert_eq!(
+        done,
+        Commit::Committed {
+            version: 2,
+            cseqs: vec![]
+        }
+    );
     assert_eq!(
         store.load(&sid).await.expect("load"),
         Some((2, b"v2".to_vec()))
@@ -112,7 +134,7 @@ pub async fn commit_compare_and_set<S: CallStore>(store: &S) {
             HOUR,
             &[
                 Op::IndexDialog {
-                    sip_call_id: dialog.clone(),
+                    dialog_id: dialog.clone(),
                 },
                 Op::ScheduleTimer { due_ms: 1_000 },
             ],
@@ -129,7 +151,7 @@ pub async fn commit_compare_and_set<S: CallStore>(store: &S) {
         store.load(&sid).await.expect("load"),
         Some((2, b"v2".to_vec()))
     );
-    assert_eq!(store.find_dialog(&dialog).await.expect("find"), None);
+    assert_eq!(owner_of(store, &dialog).await, None);
     assert!(
         !store
             .due_timers(10_000, 100)
@@ -186,7 +208,7 @@ pub async fn concurrent_commits_one_winner<S: CallStore>(store: Arc<S>) {
         for task in tasks {
             let (data, outcome) = task.await.expect("task");
             match outcome {
-                Commit::Committed { version } => {
+                Commit::Committed { version, .. } => {
                     assert_eq!(version, 2);
                     winners.push(data);
                 }
@@ -216,16 +238,13 @@ pub async fn dialog_index<S: CallStore>(store: &S) {
             b"call",
             HOUR,
             &[Op::IndexDialog {
-                sip_call_id: inbound.into(),
+                dialog_id: inbound.into(),
             }],
         )
         .await
         .expect("create");
-    assert_eq!(
-        store.find_dialog(inbound).await.expect("find"),
-        Some(sid.clone())
-    );
-    assert_eq!(store.find_dialog(&outbound).await.expect("find"), None);
+    assert_eq!(owner_of(store, inbound).await, Some(sid.clone()));
+    assert_eq!(owner_of(store, &outbound).await, None);
 
     let v = store
         .commit(
@@ -234,16 +253,19 @@ pub async fn dialog_index<S: CallStore>(store: &S) {
             b"dialled",
             HOUR,
             &[Op::IndexDialog {
-                sip_call_id: outbound.clone(),
+                dialog_id: outbound.clone(),
             }],
         )
         .await
         .expect("commit");
-    assert_eq!(v, Commit::Committed { version: 2 });
     assert_eq!(
-        store.find_dialog(&outbound).await.expect("find"),
-        Some(sid.clone())
+        v,
+        Commit::Committed {
+            version: 2,
+            cseqs: vec![]
+        }
     );
+    assert_eq!(owner_of(store, &outbound).await, Some(sid.clone()));
 
     let v = store
         .commit(
@@ -252,17 +274,20 @@ pub async fn dialog_index<S: CallStore>(store: &S) {
             b"bob gone",
             HOUR,
             &[Op::ForgetDialog {
-                sip_call_id: outbound.clone(),
+                dialog_id: outbound.clone(),
             }],
         )
         .await
         .expect("commit");
-    assert_eq!(v, Commit::Committed { version: 3 });
-    assert_eq!(store.find_dialog(&outbound).await.expect("find"), None);
     assert_eq!(
-        store.find_dialog(inbound).await.expect("find"),
-        Some(sid.clone())
+        v,
+        Commit::Committed {
+            version: 3,
+            cseqs: vec![]
+        }
     );
+    assert_eq!(owner_of(store, &outbound).await, None);
+    assert_eq!(owner_of(store, inbound).await, Some(sid.clone()));
 
     // Another call in the same slot cannot take a dialog that is indexed: all or nothing.
     let thief = new_call_sid(&tag);
@@ -272,7 +297,7 @@ pub async fn dialog_index<S: CallStore>(store: &S) {
             b"thief",
             HOUR,
             &[Op::IndexDialog {
-                sip_call_id: inbound.into(),
+                dialog_id: inbound.into(),
             }],
         )
         .await;
@@ -281,10 +306,7 @@ pub async fn dialog_index<S: CallStore>(store: &S) {
         "{taken:?}"
     );
     assert_eq!(store.load(&thief).await.expect("load"), None);
-    assert_eq!(
-        store.find_dialog(inbound).await.expect("find"),
-        Some(sid.clone())
-    );
+    assert_eq!(owner_of(store, inbound).await, Some(sid.clone()));
 
     // Forgetting a dialog of another call leaves it alone.
     store
@@ -298,30 +320,38 @@ pub async fn dialog_index<S: CallStore>(store: &S) {
             b"thief",
             HOUR,
             &[Op::ForgetDialog {
-                sip_call_id: inbound.into(),
+                dialog_id: inbound.into(),
             }],
         )
         .await
         .expect("commit");
-    assert_eq!(store.find_dialog(inbound).await.expect("find"), Some(sid));
+    assert_eq!(owner_of(store, inbound).await, Some(sid));
 }
 
 pub async fn dialog_of_another_tag_is_refused<S: CallStore>(store: &S) {
     let tag = fresh_tag();
     let sid = new_call_sid(&tag);
-    let foreign = edge_call_id(&fresh_tag(), "b", HOST);
+    let foreign = edge_call_id(&other_tag(&tag), "b", HOST);
     for ops in [
         vec![Op::IndexDialog {
-            sip_call_id: foreign.clone(),
+            dialog_id: foreign.clone(),
         }],
         vec![
             Op::ScheduleTimer { due_ms: 5 },
             Op::ForgetDialog {
-                sip_call_id: "someone-else@host".into(),
+                dialog_id: format!("sy{}-x@host", other_tag(&tag)),
             },
         ],
         vec![Op::IndexDialog {
-            sip_call_id: String::new(),
+            dialog_id: String::new(),
+        }],
+        vec![Op::NextCseq {
+            leg: String::new(),
+            floor: 0,
+        }],
+        vec![Op::Claim {
+            owner: String::new(),
+            lease: HOUR,
         }],
     ] {
         let refused = store.create(&sid, b"x", HOUR, &ops).await;
@@ -342,7 +372,7 @@ pub async fn dialog_of_another_tag_is_refused<S: CallStore>(store: &S) {
             &[
                 Op::ScheduleTimer { due_ms: 5 },
                 Op::IndexDialog {
-                    sip_call_id: foreign.clone(),
+                    dialog_id: foreign.clone(),
                 },
             ],
         )
@@ -356,7 +386,7 @@ pub async fn dialog_of_another_tag_is_refused<S: CallStore>(store: &S) {
         Some((1, b"x".to_vec()))
     );
     assert!(!store.due_timers(10, 100).await.expect("due").contains(&sid));
-    assert_eq!(store.find_dialog(&foreign).await.expect("find"), None);
+    assert_eq!(owner_of(store, &foreign).await, None);
 }
 
 pub async fn cseq_is_atomic<S: CallStore>(store: Arc<S>) {
@@ -395,6 +425,9 @@ pub async fn cseq_is_atomic<S: CallStore>(store: Arc<S>) {
 pub async fn lease<S: CallStore>(store: &S) {
     let sid = new_call_sid(&fresh_tag());
     let short = Duration::from_millis(300);
+    // No call, no lease: it would outlive nothing.
+    assert!(!store.claim(&sid, "pod-a", short).await.expect("claim"));
+    store.create(&sid, b"x", HOUR, &[]).await.expect("create");
     assert!(store.claim(&sid, "pod-a", short).await.expect("claim"));
     assert!(!store.claim(&sid, "pod-b", short).await.expect("claim"));
     // Renewal by the holder.
@@ -460,7 +493,13 @@ pub async fn timers<S: CallStore>(store: &S) {
         .commit(at10, 1, b"x", HOUR, &[Op::CancelTimer])
         .await
         .expect("commit");
-    assert_eq!(c, Commit::Committed { version: 2 });
+    assert_eq!(
+        c,
+        Commit::Committed {
+            version: 2,
+            cseqs: vec![]
+        }
+    );
     store
         .commit(
             at20,
@@ -485,13 +524,10 @@ pub async fn timers<S: CallStore>(store: &S) {
         )
         .await
         .expect("commit");
-    for _ in 0..2 {
-        // Twice: the first poll may repair the index, the second must agree.
-        assert_eq!(
-            store.due_timers(base + 25_000, 10).await.expect("due"),
-            vec![at30.clone()]
-        );
-    }
+    assert_eq!(
+        store.due_timers(base + 25_000, 10).await.expect("due"),
+        vec![at30.clone()]
+    );
     assert_eq!(
         store.due_timers(base + 60_000, 10).await.expect("due"),
         vec![at30.clone(), at20.clone()]
@@ -534,19 +570,30 @@ pub async fn short_lived_call<S: CallStore>(store: &S) -> (String, String) {
             b"x",
             HOUR,
             &[Op::IndexDialog {
-                sip_call_id: dialog.clone(),
+                dialog_id: dialog.clone(),
             }],
         )
         .await
         .expect("create");
     store.next_cseq(&sid, "a", 0).await.expect("cseq");
     store.next_cseq(&sid, "b", 0).await.expect("cseq");
-    // Ended: the call flow commits it with a short TTL, which applies to every key.
+    assert!(store.claim(&sid, "pod-a", HOUR).await.expect("claim"));
+    // Ended: the call flow commits it with a short TTL, which applies to the hash and to
+    // the index entries the commit names (every commit names its call's legs).
+    let keep = [Op::KeepDialog {
+        dialog_id: dialog.clone(),
+    }];
     let ended = store
-        .commit(&sid, 1, b"ended", Duration::from_secs(1), &[])
+        .commit(&sid, 1, b"ended", Duration::from_secs(1), &keep)
         .await
         .expect("commit");
-    assert_eq!(ended, Commit::Committed { version: 2 });
+    assert_eq!(
+        ended,
+        Commit::Committed {
+            version: 2,
+            cseqs: vec![]
+        }
+    );
     (sid, dialog)
 }
 
@@ -558,7 +605,7 @@ pub async fn ttl_expires_everything<S: CallStore>(store: &S) {
     })
     .await;
     assert!(gone, "the call outlived its TTL");
-    assert_eq!(store.find_dialog(&dialog).await.expect("find"), None);
+    assert_eq!(owner_of(store, &dialog).await, None);
     assert!(matches!(
         store.next_cseq(&sid, "a", 0).await,
         Err(StoreError::NotFound(_))
@@ -566,4 +613,110 @@ pub async fn ttl_expires_everything<S: CallStore>(store: &S) {
     // The sid can be used again from scratch (nothing of the old call is left).
     store.create(&sid, b"new", HOUR, &[]).await.expect("create");
     assert_eq!(store.next_cseq(&sid, "a", 0).await.expect("cseq"), 1);
+    assert!(
+        store
+            .claim(&sid, "pod-b", HOUR)
+            .await
+            .expect("the lease expired too")
+    );
+}
+
+/// A call found through its dialog comes with its version and data, in one step.
+pub async fn find_call_returns_the_call<S: CallStore>(store: &S) {
+    let tag = fresh_tag();
+    let sid = new_call_sid(&tag);
+    let dialog = edge_call_id(&tag, "a", HOST);
+    assert_eq!(store.find_call(&dialog).await.expect("find"), None);
+    let index = [Op::IndexDialog {
+        dialog_id: dialog.clone(),
+    }];
+    store
+        .create(&sid, b"one", HOUR, &index)
+        .await
+        .expect("create");
+    store
+        .commit(&sid, 1, b"two", HOUR, &[])
+        .await
+        .expect("commit");
+    assert_eq!(
+        store.find_call(&dialog).await.expect("find"),
+        Some(FoundCall {
+            sid: sid.clone(),
+            version: 2,
+            data: b"two".to_vec()
+        })
+    );
+    assert!(matches!(
+        store.find_call("").await,
+        Err(StoreError::InvalidKey(_))
+    ));
+}
+
+/// Leases and CSeqs ride along with a commit, so a transition costs one round trip.
+pub async fn commit_carries_lease_and_cseq_ops<S: CallStore>(store: &S) {
+    let sid = new_call_sid(&fresh_tag());
+    store.create(&sid, b"x", HOUR, &[]).await.expect("create");
+    let claim = |owner: &str| Op::Claim {
+        owner: owner.into(),
+        lease: HOUR,
+    };
+    let cseq = |leg: &str, floor| Op::NextCseq {
+        leg: leg.into(),
+        floor,
+    };
+    let c = store
+        .commit(
+            &sid,
+            1,
+            b"x",
+            HOUR,
+            &[claim("pod-a"), cseq("a", 0), cseq("b", 7)],
+        )
+        .await
+        .expect("commit");
+    assert_eq!(
+        c,
+        Commit::Committed {
+            version: 2,
+            cseqs: vec![1, 8]
+        }
+    );
+    // The lease taken in the commit is pod-a's: pod-b's claim, standalone or in a
+    // commit, does not take it (and does not stop that commit).
+    assert!(!store.claim(&sid, "pod-b", HOUR).await.expect("claim"));
+    let c = store
+        .commit(&sid, 2, b"x", HOUR, &[claim("pod-b"), cseq("a", 0)])
+        .await
+        .expect("commit");
+    assert_eq!(
+        c,
+        Commit::Committed {
+            version: 3,
+            cseqs: vec![2]
+        }
+    );
+    assert!(!store.claim(&sid, "pod-b", HOUR).await.expect("claim"));
+    // Standalone and in-commit counters are one counter.
+    assert_eq!(store.next_cseq(&sid, "b", 0).await.expect("cseq"), 9);
+    // Released in a commit (only by its holder): free for pod-b.
+    let release = |owner: &str| Op::Release {
+        owner: owner.into(),
+    };
+    store
+        .commit(&sid, 3, b"x", HOUR, &[release("pod-b")])
+        .await
+        .expect("commit");
+    assert!(!store.claim(&sid, "pod-b", HOUR).await.expect("claim"));
+    store
+        .commit(&sid, 4, b"x", HOUR, &[release("pod-a")])
+        .await
+        .expect("commit");
+    assert!(store.claim(&sid, "pod-b", HOUR).await.expect("claim"));
+    // A conflicting commit allocates nothing.
+    let stale = store
+        .commit(&sid, 1, b"x", HOUR, &[cseq("a", 0)])
+        .await
+        .expect("commit");
+    assert!(matches!(stale, Commit::Conflict { .. }), "{stale:?}");
+    assert_eq!(store.next_cseq(&sid, "a", 0).await.expect("cseq"), 3);
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
