@@ -32,7 +32,10 @@ pub struct ClientTransaction {
 
 impl ClientTransaction {
     /// Sends `request` (which carries its own top Via with a fresh branch) to
-    /// `destination` and follows it to its final response.
+    /// `destination` and follows it to its final response. The request is on the wire
+    /// when this returns, so requests leave in the order the TU starts them (a NOTIFY
+    /// started before a BYE of the same dialog is sent before it, whichever worker the
+    /// transactions' tasks run on).
     pub fn start(
         ctx: &Context,
         request: Request,
@@ -42,13 +45,22 @@ impl ClientTransaction {
         let (input, inbox) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         ctx.table.insert(key.clone(), input);
+        // Only an INVITE needs its request again (for the ACK of a non-2xx), and only
+        // until its final response.
+        let invite = request.method == Method::Invite;
+        let (bytes, invite_request) = if invite {
+            (to_bytes(request.clone()), Some(request))
+        } else {
+            (to_bytes(request), None)
+        };
+        send(ctx, &destination, &bytes);
         let machine = Machine {
             ctx: ctx.clone(),
             key: key.clone(),
             destination,
             events: events_tx,
         };
-        tokio::spawn(machine.run(inbox, request));
+        tokio::spawn(machine.run(inbox, bytes, invite, invite_request));
         Ok(ClientTransaction { key, events })
     }
 
@@ -74,18 +86,17 @@ enum State {
 }
 
 impl Machine {
-    async fn run(self, mut inbox: mpsc::UnboundedReceiver<Input>, request: Request) {
+    /// Follows the transaction after `start` sent `bytes`; `request` is the INVITE
+    /// (none for other methods), kept for the ACK of a non-2xx final response.
+    async fn run(
+        self,
+        mut inbox: mpsc::UnboundedReceiver<Input>,
+        mut bytes: Vec<u8>,
+        invite: bool,
+        mut request: Option<Request>,
+    ) {
         let timers = self.ctx.timers;
-        let invite = request.method == Method::Invite;
         let reliable = self.destination.protocol.is_reliable();
-        // Only an INVITE needs its request again (for the ACK of a non-2xx), and only
-        // until its final response.
-        let (mut bytes, mut request) = if invite {
-            (to_bytes(request.clone()), Some(request))
-        } else {
-            (to_bytes(request), None)
-        };
-        send(&self.ctx, &self.destination, &bytes);
 
         let mut state = State::Calling;
         let mut interval = timers.t1;
