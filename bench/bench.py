@@ -770,6 +770,17 @@ def transfer_step(workdir: str, edge: "Edge", redis: "Redis", peers: TransferPee
     }
 
 
+def settle(edge: "Edge", timeout: float = 120) -> None:
+    """Waits until the edge has no call or transfer up, then for 64·T1 + 1 s more so the
+    transactions of the calls that ended last are gone too."""
+    log("waiting for the edge to settle after an overloaded step")
+    deadline = time.time() + timeout
+    while time.time() < deadline and (edge.metric("switchyard_edge_calls_active")
+                                      or edge.metric("switchyard_edge_transfers_active")):
+        time.sleep(1)
+    time.sleep(33)
+
+
 def log_transfer_step(tag: str, step: dict) -> None:
     log(f"{tag} {step['rate']:g}/s: {step['ok']}/{step['attempted']} transferred "
         f"(alice/bob/carol {step['counts']['alice']}/{step['counts']['bob']}/"
@@ -796,6 +807,11 @@ def transfer_ramp(workdir, edge, redis, peers, rates, step_s) -> tuple[list, dic
     top = top_rate(steps)
     if not top:
         return steps, None
+    if not sustained(steps[-1]):
+        # The overloaded step leaves calls and transactions behind (an unanswered BYE is
+        # retransmitted for 64·T1) that would reach the next step's Bob and Carol, new
+        # sipp processes on the same ports, as calls they never saw: wait them out.
+        settle(edge)
     half = max(rates[0], round(top / 2 / 25) * 25)
     step = transfer_step(workdir, edge, redis, peers, half, int(half * step_s * 2),
                          "transfer-half")
