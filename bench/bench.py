@@ -24,10 +24,16 @@ import tempfile
 import time
 import urllib.request
 
+import pcap
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 SCENARIOS = os.path.join(BENCH, "scenarios")
 NUMBER_BASE = 15550100000  # numbers +15550100000, +15550100001, ...: one per sipp pair
+TRANSFER_BASE = 15550200000  # the transfer scenario's numbers, one per Alice/Bob/Carol trio
+# The transfer flow's peers are the ones the transfer tests show to work with the edge
+# (tests/tests/transfer.rs); the benchmark uses those files rather than copies.
+TEST_SCENARIOS = os.path.join(ROOT, "tests", "scenarios")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 started: list[subprocess.Popen] = []
@@ -114,6 +120,16 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def udp_receive_buffer_errors() -> int:
+    """UDP datagrams the kernel dropped because a socket's receive buffer was full, on
+    the whole box (every sipp process and the server under test): `Udp: RcvbufErrors`."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    if len(rows) < 2 or "RcvbufErrors" not in rows[0]:
+        return 0
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
 def children_of(pid: int) -> list[int]:
     """pid and every descendant (Kamailio forks its workers)."""
     result = [pid]
@@ -169,12 +185,13 @@ class Redis:
     def used_memory(self) -> int:
         return int(self.info("memory")["used_memory"])
 
-    def program_routes(self, routes: list[tuple[str, str]]) -> None:
+    def program_routes(self, routes: list[tuple]) -> None:
         """Writes the routing table the way the operator's full sync leaves it
         (routing/src/redis_table.rs): entries and owners hashes, generation, epoch, and
         a change notification. The edge loads it when it starts (and would reload on the
-        notification or its 5 s version poll)."""
-        for number, voice_url in routes:
+        notification or its 5 s version poll). Each route is (number, voiceUrl) or
+        (number, voiceUrl, referUrl)."""
+        for number, voice_url, *refer in routes:
             owner = f"bench/{number.lstrip('+')}"
             route = {
                 "key": {"kind": "number", "value": number},
@@ -182,6 +199,8 @@ class Redis:
                 "priority": 0,
                 "voice": {"url": voice_url, "method": "POST"},
             }
+            if refer:
+                route["refer"] = {"url": refer[0], "method": "POST"}
             field = f"n:{number}"
             self.cli("HSET", "sy:v1:{routes}:entries", field, json.dumps(route))
             self.cli("HSET", "sy:v1:{routes}:owners", owner, field)
@@ -193,19 +212,20 @@ class Redis:
 
 # ---------------------------------------------------------------- servers under test
 
-class AppServer:
-    """One RCML document per sipp pair: /p<k> dials the callee of pair k."""
+def dial_sip(uri: str) -> str:
+    return f'<?xml version="1.0"?><Response><Dial><Sip>{uri}</Sip></Dial></Response>'
 
-    def __init__(self, workdir: str, callees: list[int]):
+
+class AppServer:
+    """Fixed RCML documents by path; by default one per sipp pair: /p<k> dials the
+    callee of pair k."""
+
+    def __init__(self, workdir: str, callees: list[int], docs: dict | None = None):
         port_file = os.path.join(workdir, "app.port")
         doc_file = os.path.join(workdir, "app.json")
-        docs = {
-            f"/p{k}": (
-                '<?xml version="1.0"?><Response><Dial>'
-                f"<Sip>sip:callee@127.0.0.1:{port}</Sip></Dial></Response>"
-            )
-            for k, port in enumerate(callees)
-        }
+        if docs is None:
+            docs = {f"/p{k}": dial_sip(f"sip:callee@127.0.0.1:{port}")
+                    for k, port in enumerate(callees)}
         with open(doc_file, "w") as f:
             json.dump(docs, f)
         self.proc = spawn(
@@ -217,8 +237,8 @@ class AppServer:
         with open(port_file) as f:
             self.port = int(f.read())
 
-    def url(self, k: int) -> str:
-        return f"http://127.0.0.1:{self.port}/p{k}"
+    def url(self, k: int, prefix: str = "p") -> str:
+        return f"http://127.0.0.1:{self.port}/{prefix}{k}"
 
 
 class Edge:
@@ -259,6 +279,15 @@ class Edge:
                 return float(line.split()[-1])
         return 0.0
 
+    def dropped(self) -> int:
+        """SIP messages the edge dropped so far, every reason (its inbound queue full
+        under overload, unparseable, ...)."""
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith("switchyard_edge_sip_messages_dropped_total"):
+                total += float(line.split()[-1])
+        return int(total)
+
     def pids(self) -> list[int]:
         return [self.pid]
 
@@ -298,12 +327,17 @@ class Kamailio:
 # ---------------------------------------------------------------- sipp
 
 class Uas:
-    def __init__(self, workdir: str, name: str):
-        self.port = free_port()
+    """A sipp server (callee) on its own port; by default the benchmark's answering
+    callee, serving calls until stopped. `extra` adds sipp arguments (e.g. `-m N` to
+    exit after N calls, with statistics in a CSV)."""
+
+    def __init__(self, workdir: str, name: str, scenario: str | None = None,
+                 extra: tuple = (), port: int | None = None):
+        self.port = port or free_port()
         self.proc = spawn(
-            ["sipp", "-sf", os.path.join(SCENARIOS, "uas_answer.xml"),
+            ["sipp", "-sf", scenario or os.path.join(SCENARIOS, "uas_answer.xml"),
              "-i", "127.0.0.1", "-p", str(self.port), "-t", "u1", "-nostdin",
-             "-max_recv_loops", "5000", "-max_sched_loops", "5000"],
+             "-max_recv_loops", "5000", "-max_sched_loops", "5000", *extra],
             workdir, name,
         )
         # Ready once sipp holds its UDP port.
@@ -317,8 +351,24 @@ class Uas:
         wait_for("a sipp callee bound", bound, 10)
 
 
+def read_stat(path: str) -> tuple[int, int]:
+    """(successful, failed) calls from the last line of a sipp -trace_stat CSV; (0, 0)
+    when sipp wrote none."""
+    if not os.path.exists(path):
+        return 0, 0
+    with open(path) as f:
+        rows = [line.rstrip("\n").split(";") for line in f if line.strip()]
+    if len(rows) < 2:
+        return 0, 0
+    header, last = rows[0], rows[-1]
+    return (int(last[header.index("SuccessfulCall(C)")]),
+            int(last[header.index("FailedCall(C)")]))
+
+
 def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: int,
-                hold_ms: int, tag: str, server_pids, sample=None) -> dict:
+                hold_ms: int, tag: str, server_pids, sample=None,
+                scenario: str = os.path.join(SCENARIOS, "uac_call.xml"),
+                number_base: int = NUMBER_BASE) -> dict:
     """Runs one sipp caller per pair (rate and calls split evenly), each dialling its own
     number, and measures the server under test over the run."""
     per_rate = rate / pairs
@@ -327,11 +377,12 @@ def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: 
     os.makedirs(stepdir, exist_ok=True)
     expected_s = per_calls / per_rate + hold_ms / 1000
     cpu0 = cpu_seconds(server_pids)
+    rcvbuf0 = udp_receive_buffer_errors()
     procs = []
     t0 = time.time()
     for k in range(pairs):
-        args = ["sipp", "-sf", os.path.join(SCENARIOS, "uac_call.xml"),
-                "-s", f"+{NUMBER_BASE + k}", "-i", "127.0.0.1", "-p", str(free_port()),
+        args = ["sipp", "-sf", scenario,
+                "-s", f"+{number_base + k}", "-i", "127.0.0.1", "-p", str(free_port()),
                 "-t", "u1", "-r", f"{per_rate:g}", "-m", str(per_calls),
                 "-d", str(hold_ms), "-l", str(per_calls + 10),
                 "-max_recv_loops", "5000", "-max_sched_loops", "5000",
@@ -371,13 +422,9 @@ def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: 
     ok = failed = 0
     rtts = []
     for k in range(pairs):
-        stat = os.path.join(stepdir, f"stat{k}.csv")
-        if os.path.exists(stat):
-            with open(stat) as f:
-                rows = [line.rstrip("\n").split(";") for line in f if line.strip()]
-            header, last = rows[0], rows[-1]
-            ok += int(last[header.index("SuccessfulCall(C)")])
-            failed += int(last[header.index("FailedCall(C)")])
+        good, bad = read_stat(os.path.join(stepdir, f"stat{k}.csv"))
+        ok += good
+        failed += bad
     for name in os.listdir(stepdir):
         if name.endswith("_rtt.csv"):
             with open(os.path.join(stepdir, name)) as f:
@@ -401,7 +448,7 @@ def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: 
         "cpu_us_per_call": cpu * 1e6 / ok if ok else None,
         "sipp_cpu_pct": (sipp_cpu - sipp_cpu0) / elapsed * 100 / pairs if elapsed else 0,
         "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99),
-        "samples": samples,
+        "samples": samples, "udp_rcvbuf_errors": udp_receive_buffer_errors() - rcvbuf0,
     }
 
 
@@ -411,18 +458,52 @@ def sustained(step: dict) -> bool:
 
 # ---------------------------------------------------------------- scenarios
 
-def setup_edge(binary: str, workdir: str, pairs: int):
+class TransferPeers:
+    """Ports and documents of the transfer scenario, one trio per pair: number
+    +1555020000<k> (voiceUrl /t<k>) dials Bob k; its referUrl (/r<k>) dials
+    `sip:{{ReferTarget}}@` Carol k (filled in by the app server from the POSTed
+    parameters), so the token Bob puts in Refer-To's user part reaches Carol's
+    Request-URI. Bob and Carol are started per step (`transfer_step`)."""
+
+    def __init__(self, pairs: int):
+        self.bobs = [free_port() for _ in range(pairs)]
+        self.carols = [free_port() for _ in range(pairs)]
+
+    def documents(self) -> dict[str, str]:
+        docs = {}
+        for k, (bob, carol) in enumerate(zip(self.bobs, self.carols)):
+            docs[f"/t{k}"] = dial_sip(f"sip:bob@127.0.0.1:{bob}")
+            docs[f"/r{k}"] = dial_sip(f"sip:{{{{ReferTarget}}}}@127.0.0.1:{carol}")
+        return docs
+
+    def routes(self, app: "AppServer") -> list[tuple[str, str, str]]:
+        return [(f"+{TRANSFER_BASE + k}", app.url(k, "t"), app.url(k, "r"))
+                for k in range(len(self.bobs))]
+
+
+def setup_edge(binary: str, workdir: str, pairs: int, transfers: bool = False):
+    """redis-server, the basic calls' callees, the app server and the edge; with
+    `transfers`, also the transfer scenario's numbers and documents (its peers are
+    started by each step)."""
     redis = Redis(workdir)
     callees = [Uas(workdir, f"uas{k}") for k in range(pairs)]
-    app = AppServer(workdir, [c.port for c in callees])
-    redis.program_routes([(f"+{NUMBER_BASE + k}", app.url(k)) for k in range(pairs)])
+    peers = TransferPeers(pairs) if transfers else None
+    docs = {f"/p{k}": dial_sip(f"sip:callee@127.0.0.1:{c.port}")
+            for k, c in enumerate(callees)}
+    if peers:
+        docs.update(peers.documents())
+    app = AppServer(workdir, [], docs)
+    routes = [(f"+{NUMBER_BASE + k}", app.url(k)) for k in range(pairs)]
+    if peers:
+        routes += peers.routes(app)
+    redis.program_routes(routes)
     edge = Edge(binary, workdir, redis)
-    return redis, callees, app, edge
+    return redis, callees, app, edge, peers
 
 
 def smoke(binary: str) -> int:
     workdir = tempfile.mkdtemp(prefix="switchyard-bench-smoke-")
-    redis, _, _, edge = setup_edge(binary, workdir, 1)
+    redis, _, _, edge, peers = setup_edge(binary, workdir, 1, transfers=True)
     calls = 20
     step = run_callers(workdir, edge.sip_port, 1, 20, calls, 100, "smoke", edge.pids())
     commands = sum(redis.commandstats().values())
@@ -431,6 +512,14 @@ def smoke(binary: str) -> int:
         f"edge CPU {fmt_int(step['cpu_us_per_call'])} us/call, {commands} Redis commands")
     if step["ok"] != calls or step["failed"]:
         log(f"smoke FAILED: see {workdir}")
+        return 1
+    # A few seed transfers under the packet capture: the transfer scenario and its
+    # REFER-to-INVITE pairing work, every REFER found its target INVITE.
+    transfers = 5
+    step = transfer_step(workdir, edge, redis, peers, 10, transfers, "smoke-transfer")
+    log_transfer_step("smoke", step)
+    if step["ok"] != transfers or step["refers"] != transfers or step["unmatched"]:
+        log(f"smoke FAILED (transfers): see {workdir}")
         return 1
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
@@ -506,22 +595,27 @@ def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
 
 
 def ramp(workdir, target_port, pairs, rates, step_s, hold_ms, pids, tag, redis=None,
-         keep_going_after=None):
+         edge=None):
     """Steps up the offered rate until a step is not sustained (<99.9% completed, or the
     callers could not keep the rate)."""
     steps = []
     for rate in rates:
         before = redis.commandstats() if redis else None
+        dropped = edge.dropped() if edge else 0
         step = run_callers(workdir, target_port, pairs, rate, int(rate * step_s), hold_ms,
                            f"{tag}-{rate}", pids)
         if redis:
             step["commands"] = commands_per_call(before, redis.commandstats(),
                                                  max(1, step["ok"]))
+        if edge:
+            step["edge_dropped"] = edge.dropped() - dropped
         steps.append(step)
         log(f"{tag} {rate} cps: {step['ok']}/{step['attempted']} ok, achieved "
             f"{step['achieved_rate']:.0f} cps, p50 {fmt_ms(step['p50'])} p99 "
             f"{fmt_ms(step['p99'])}, {fmt_int(step['cpu_us_per_call'])} us CPU/call, "
-            f"callers at {step['sipp_cpu_pct']:.0f}% CPU each")
+            f"callers at {step['sipp_cpu_pct']:.0f}% CPU each; UDP datagrams the kernel "
+            f"dropped (whole box) {step['udp_rcvbuf_errors']}, the edge dropped "
+            f"{step.get('edge_dropped', 'n/a')}")
         if not sustained(step):
             break
         time.sleep(1)
@@ -531,6 +625,198 @@ def ramp(workdir, target_port, pairs, rates, step_s, hold_ms, pids, tag, redis=N
 def top_rate(steps) -> float:
     good = [s["rate"] for s in steps if sustained(s)]
     return max(good) if good else 0
+
+
+# ---------------------------------------------------------------- transfers (scenario 2)
+
+def transferor_scenario(workdir: str) -> str:
+    """Bob: tests/scenarios/uas_transferor.xml with a token per call in Refer-To's user
+    part (`t-<sipp pid>-<call number>`), written to the work directory."""
+    with open(os.path.join(TEST_SCENARIOS, "uas_transferor.xml")) as f:
+        text = f.read()
+    plain = "Refer-To: <sip:[$target]@"
+    if text.count(plain) != 1:
+        raise SystemExit(f"bench: tests/scenarios/uas_transferor.xml has no single "
+                         f"'{plain}' to put the per-call token in")
+    path = os.path.join(workdir, "uas_transferor_bench.xml")
+    with open(path, "w") as f:
+        f.write(text.replace(plain, "Refer-To: <sip:[$target]-[pid]-[call_number]@"))
+    return path
+
+
+class ReferCapture:
+    """tcpdump on loopback, keeping only REFERs (UDP payload starting "REFE") and INVITEs
+    sent to the transfer targets' ports ("INVI"): the kernel timestamps both where they
+    are captured, with one clock, in nanoseconds."""
+
+    def __init__(self, stepdir: str, target_ports: list[int]):
+        self.path = os.path.join(stepdir, "refer.pcap")
+        self.log = os.path.join(stepdir, "tcpdump.log")
+        targets = " or ".join(f"dst port {p}" for p in target_ports)
+        bpf = (f"udp and (udp[8:4] = 0x52454645 or "
+               f"(({targets}) and udp[8:4] = 0x494e5649))")
+        out = open(self.log, "wb")
+        # --immediate-mode: each packet is handed over at once, so none is still in the
+        # kernel's ring when tcpdump is stopped; the filter keeps that to two a transfer.
+        self.proc = subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-n", "-s", "4096", "-B", "8192", "--immediate-mode",
+             "--time-stamp-precision=nano", "-w", self.path, bpf],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        started.append(self.proc)
+        wait_for("tcpdump listening on lo", self.listening, 10)
+
+    def listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"bench: tcpdump exited; see {self.log}")
+        with open(self.log, errors="replace") as f:
+            return "listening on" in f.read()
+
+    def stop(self) -> int:
+        """Stops the capture; returns the packets the kernel dropped."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        with open(self.log, errors="replace") as f:
+            match = re.search(r"(\d+) packets? dropped by kernel", f.read())
+        return int(match.group(1)) if match else -1
+
+    def latencies_ms(self) -> tuple[list[float], int]:
+        """REFER-to-target-INVITE latencies (first REFER to first INVITE of each token;
+        retransmissions are ignored), and how many REFERs had no target INVITE."""
+        refers: dict[bytes, float] = {}
+        invites: dict[bytes, float] = {}
+        for at, _, _, payload in pcap.udp_payloads(self.path):
+            if payload.startswith(b"REFER "):
+                match = re.search(rb"(?im)^(?:refer-to|r)[ \t]*:[ \t]*<?sip:(t-[^@>;]+)@",
+                                  payload)
+                if match:
+                    refers.setdefault(match.group(1), at)
+            elif payload.startswith(b"INVITE "):
+                match = re.match(rb"INVITE sip:(t-[^@>; ]+)@", payload)
+                if match:
+                    invites.setdefault(match.group(1), at)
+        latencies = sorted((invites[t] - at) * 1000 for t, at in refers.items()
+                           if t in invites)
+        return latencies, len(refers) - len(latencies)
+
+
+def percentile(values: list[float], p: float):
+    return values[min(len(values) - 1, int(len(values) * p))] if values else None
+
+
+def transfer_step(workdir: str, edge: "Edge", redis: "Redis", peers: TransferPeers,
+                  rate: float, transfers: int, tag: str) -> dict:
+    """`transfers` seed flows at `rate` (split over the trios): Alice (the tests'
+    uac_transferee.xml) calls number t<k>, Bob answers and after 200 ms sends REFER,
+    takes 202 and the NOTIFYs and gets BYE; the refer application dials Carol (the
+    tests' uas_target.xml), who answers; Alice is re-INVITEd with Carol's offer, talks
+    300 ms and hangs up. A transfer counts as completed when all three sipp processes
+    count it successful (the least of their three counts)."""
+    pairs = len(peers.bobs)
+    per_calls = max(1, transfers // pairs)
+    stepdir = os.path.join(workdir, tag)
+    os.makedirs(stepdir, exist_ok=True)
+    bob_xml = transferor_scenario(stepdir)
+    carol_xml = os.path.join(TEST_SCENARIOS, "uas_target.xml")
+    servers = []
+    for k in range(pairs):
+        for name, xml, port, extra in (
+                ("carol", carol_xml, peers.carols[k], ()),
+                ("bob", bob_xml, peers.bobs[k], ("-set", "target", "t"))):
+            servers.append((name, k, Uas(
+                stepdir, f"{name}{k}", xml, port=port,
+                extra=("-m", str(per_calls), "-default_behaviors", "all,-abortunexp",
+                       "-trace_stat", "-stf", f"{name}{k}.csv", "-fd", "1", *extra))))
+    capture = ReferCapture(stepdir, peers.carols)
+    before = redis.commandstats()
+    edge_dropped = edge.dropped()
+    alice = run_callers(workdir, edge.sip_port, pairs, rate, transfers, 1000, tag,
+                        edge.pids(), scenario=os.path.join(TEST_SCENARIOS,
+                                                           "uac_transferee.xml"),
+                        number_base=TRANSFER_BASE)
+    # Bob and Carol exit after their last call; those waiting for a call that never
+    # came are stopped (their statistics count what they saw).
+    deadline = time.time() + 15
+    for _, _, server in servers:
+        try:
+            server.proc.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            server.proc.terminate()
+            server.proc.wait(timeout=10)
+    dropped = capture.stop()
+    counts = {"alice": alice["ok"], "bob": 0, "carol": 0}
+    for name, k, _ in servers:
+        counts[name] += read_stat(os.path.join(stepdir, f"{name}{k}.csv"))[0]
+    latencies, unmatched = capture.latencies_ms()
+    done = min(counts.values())
+    commands = commands_per_call(before, redis.commandstats(), max(1, done))
+    return {
+        "rate": rate, "attempted": alice["attempted"], "ok": done, "counts": counts,
+        "failed": alice["failed"], "completed": done / alice["attempted"],
+        "achieved_rate": alice["achieved_rate"],
+        "cpu_us_per_call": alice["cpu_s"] * 1e6 / done if done else None,
+        "sipp_cpu_pct": alice["sipp_cpu_pct"],
+        "refers": len(latencies) + unmatched, "unmatched": unmatched,
+        "dropped": dropped,
+        "p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
+        "p99": percentile(latencies, 0.99),
+        "max": latencies[-1] if latencies else None,
+        "commands_per_transfer": commands[1],
+        "edge_dropped": edge.dropped() - edge_dropped,
+        "udp_rcvbuf_errors": alice["udp_rcvbuf_errors"],
+    }
+
+
+def settle(edge: "Edge", timeout: float = 120) -> None:
+    """Waits until the edge has no call or transfer up, then for 64·T1 + 1 s more so the
+    transactions of the calls that ended last are gone too."""
+    log("waiting for the edge to settle after an overloaded step")
+    deadline = time.time() + timeout
+    while time.time() < deadline and (edge.metric("switchyard_edge_calls_active")
+                                      or edge.metric("switchyard_edge_transfers_active")):
+        time.sleep(1)
+    time.sleep(33)
+
+
+def log_transfer_step(tag: str, step: dict) -> None:
+    log(f"{tag} {step['rate']:g}/s: {step['ok']}/{step['attempted']} transferred "
+        f"(alice/bob/carol {step['counts']['alice']}/{step['counts']['bob']}/"
+        f"{step['counts']['carol']}), achieved {step['achieved_rate']:.0f}/s, REFER to "
+        f"target INVITE p50 {fmt_ms(step['p50'])} p99 {fmt_ms(step['p99'])} "
+        f"({step['unmatched']} of {step['refers']} REFERs unmatched, "
+        f"{step['dropped']} dropped), {fmt_int(step['cpu_us_per_call'])} us CPU/transfer; "
+        f"UDP datagrams the kernel dropped (whole box) {step['udp_rcvbuf_errors']}, the "
+        f"edge dropped {step['edge_dropped']}")
+
+
+def transfer_ramp(workdir, edge, redis, peers, rates, step_s) -> tuple[list, dict | None]:
+    """Steps up the offered transfer rate until one is not sustained, then measures the
+    latency at half the top rate over twice a step's length."""
+    steps = []
+    for rate in rates:
+        step = transfer_step(workdir, edge, redis, peers, rate, int(rate * step_s),
+                             f"transfer-{rate}")
+        log_transfer_step("transfer", step)
+        steps.append(step)
+        if not sustained(step):
+            break
+        time.sleep(1)
+    top = top_rate(steps)
+    if not top:
+        return steps, None
+    if not sustained(steps[-1]):
+        # The overloaded step leaves calls and transactions behind (an unanswered BYE is
+        # retransmitted for 64·T1) that would reach the next step's Bob and Carol, new
+        # sipp processes on the same ports, as calls they never saw: wait them out.
+        settle(edge)
+    half = max(rates[0], round(top / 2 / 25) * 25)
+    step = transfer_step(workdir, edge, redis, peers, half, int(half * step_s * 2),
+                         "transfer-half")
+    log_transfer_step("transfer half", step)
+    return steps, step
 
 
 def held_calls(workdir, edge: Edge, redis: Redis, pairs: int, count: int, rate: float):
@@ -550,6 +836,11 @@ def held_calls(workdir, edge: Edge, redis: Redis, pairs: int, count: int, rate: 
 
     step = run_callers(workdir, edge.sip_port, pairs, rate, count, hold_ms, "held",
                        edge.pids(), sample=sample)
+    # Every call has ended: once the BYEs' transactions are gone too (32 s, 64 x T1),
+    # whatever RSS is left above the idle level is not per held call (the allocator's
+    # pages, or something that outlives calls).
+    time.sleep(35)
+    after = sample()
     samples = step["samples"]
     # The plateau's end: the last sample before calls started ending.
     full_samples = [s for s in samples if s[1] >= 0.999 * count] or samples or [(0, 0, rss0, mem0)]
@@ -566,7 +857,8 @@ def held_calls(workdir, edge: Edge, redis: Redis, pairs: int, count: int, rate: 
         "rss_peak": max(s[2] for s in building) if building else end[2],
         "rss_end": end[2], "end_s": end[0], "ramp_s": ramp_s, "mem_peak": end[3],
         "redis_bytes_per_call": (end[3] - mem0) / end[1] if end[1] else None,
-        "levels": levels,
+        "levels": levels, "after_s": after[0], "active_after": after[1],
+        "rss_after": after[2], "mem_after": after[3],
     }
 
 
@@ -598,64 +890,92 @@ def versions() -> dict:
     }
 
 
+SCENARIO_NAMES = ("held", "basic", "transfer", "kamailio")
+TRANSFER_RATES = [25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000]
+
+
 def full(binary: str, results: str, pairs: int, step_s: float, held: int,
-         held_rate: float, command: str) -> int:
+         held_rate: float, command: str, only: tuple = SCENARIO_NAMES) -> int:
+    """Every scenario, then RESULTS.md. With `only` a subset (while developing): its
+    figures are logged and kept in the work directory, RESULTS.md is left alone."""
     workdir = tempfile.mkdtemp(prefix="switchyard-bench-")
     log(f"work directory {workdir}")
     machine = versions()
+    load_at_start = os.getloadavg()[0]
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rates = [100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1400, 1700, 2000, 2500, 3000,
              3500, 4000]
     hold_ms = 300
-
-    # The edge: Redis store, RCML over HTTP from the local app server.
-    redis, callees, app, edge = setup_edge(binary, workdir, pairs)
-    warm = run_callers(workdir, edge.sip_port, pairs, 20, 40, 100, "edge-warmup", edge.pids())
-    log(f"warm-up: {warm['ok']}/{warm['attempted']} calls")
-    trace = trace_round_trips(workdir, redis, edge.sip_port, 1, 20)
-    log(f"Redis per call: {trace['sent_per_call']:.2f} commands sent, "
-        f"{trace['round_trips_per_call']:.2f} round trips, "
-        f"{trace['in_scripts_per_call']:.2f} run inside scripts")
-    # (3) held calls first, on a Redis holding no ended calls yet (they stay 64 s).
-    log(f"held calls: {held} at {held_rate:g} cps")
-    held_result = held_calls(workdir, edge, redis, pairs, held, held_rate)
-    log(f"held: {held_result['peak_active']:.0f} calls up, redis "
-        f"{fmt_int(held_result['redis_bytes_per_call'])} B/call, edge RSS "
-        f"{held_result['rss0']} -> {held_result['rss_peak']} (setting up) -> "
-        f"{held_result['rss_end']} KiB (plateau end)")
-    time.sleep(2)
-    # (1) basic calls: the ramp, then half the top rate.
-    edge_steps = ramp(workdir, edge.sip_port, pairs, rates, step_s, hold_ms, edge.pids(),
-                      "edge", redis)
-    edge_top = top_rate(edge_steps)
-    half = max(50, round(edge_top / 2 / 50) * 50) if edge_top else 50
-    before = redis.commandstats()
-    edge_half = run_callers(workdir, edge.sip_port, pairs, half, int(half * step_s * 2),
-                            hold_ms, "edge-half", edge.pids())
-    edge_half["commands"] = commands_per_call(before, redis.commandstats(),
-                                              max(1, edge_half["ok"]))
-    log(f"edge at {half} cps: p99 {fmt_ms(edge_half['p99'])}, "
-        f"{fmt_int(edge_half['cpu_us_per_call'])} us/call")
-    stop(edge.proc, app.proc, *[c.proc for c in callees], redis.proc)
-
-    # The baseline: Kamailio between the same callers and callees.
-    callees = [Uas(workdir, f"kuas{k}") for k in range(pairs)]
-    kam = Kamailio(workdir, [c.port for c in callees])
-    run_callers(workdir, kam.sip_port, pairs, 20, 40, 100, "kam-warmup", kam.pids())
-    kam_steps = ramp(workdir, kam.sip_port, pairs, rates, step_s, hold_ms, kam.pids(), "kamailio")
-    kam_top = top_rate(kam_steps)
-    kam_half = run_callers(workdir, kam.sip_port, pairs, half, int(half * step_s * 2),
-                           hold_ms, "kam-half", kam.pids())
-    log(f"kamailio at {half} cps: {fmt_int(kam_half['cpu_us_per_call'])} us/call")
-    stop(kam.proc, *[c.proc for c in callees])
-
     figures = {
         "machine": machine, "started": started_at, "command": command, "pairs": pairs,
-        "step_s": step_s, "hold_ms": hold_ms, "edge_steps": edge_steps,
-        "edge_top": edge_top, "half": half, "edge_half": edge_half,
-        "kam_steps": kam_steps, "kam_top": kam_top, "kam_half": kam_half,
-        "held": held_result, "trace": trace,
+        "step_s": step_s, "hold_ms": hold_ms,
     }
+
+    # The edge: Redis store, RCML over HTTP from the local app server.
+    redis, callees, app, edge, peers = setup_edge(binary, workdir, pairs, transfers=True)
+    warm = run_callers(workdir, edge.sip_port, pairs, 20, 40, 100, "edge-warmup", edge.pids())
+    log(f"warm-up: {warm['ok']}/{warm['attempted']} calls")
+    if "basic" in only:
+        trace = trace_round_trips(workdir, redis, edge.sip_port, 1, 20)
+        figures["trace"] = trace
+        log(f"Redis per call: {trace['sent_per_call']:.2f} commands sent, "
+            f"{trace['round_trips_per_call']:.2f} round trips, "
+            f"{trace['in_scripts_per_call']:.2f} run inside scripts")
+    if "held" in only:
+        # (3) held calls first, on a Redis holding no ended calls yet (they stay 64 s).
+        log(f"held calls: {held} at {held_rate:g} cps")
+        held_result = held_calls(workdir, edge, redis, pairs, held, held_rate)
+        figures["held"] = held_result
+        log(f"held: {held_result['peak_active']:.0f} calls up, redis "
+            f"{fmt_int(held_result['redis_bytes_per_call'])} B/call, edge RSS "
+            f"{held_result['rss0']} -> {held_result['rss_peak']} (setting up) -> "
+            f"{held_result['rss_end']} KiB (plateau end) -> {held_result['rss_after']} KiB "
+            f"(all ended, {held_result['after_s']:.0f} s later)")
+        time.sleep(2)
+    half = 50
+    if "basic" in only:
+        # (1) basic calls: the ramp, then half the top rate.
+        edge_steps = ramp(workdir, edge.sip_port, pairs, rates, step_s, hold_ms,
+                          edge.pids(), "edge", redis, edge)
+        edge_top = top_rate(edge_steps)
+        half = max(50, round(edge_top / 2 / 50) * 50) if edge_top else 50
+        before = redis.commandstats()
+        edge_half = run_callers(workdir, edge.sip_port, pairs, half, int(half * step_s * 2),
+                                hold_ms, "edge-half", edge.pids())
+        edge_half["commands"] = commands_per_call(before, redis.commandstats(),
+                                                  max(1, edge_half["ok"]))
+        log(f"edge at {half} cps: p99 {fmt_ms(edge_half['p99'])}, "
+            f"{fmt_int(edge_half['cpu_us_per_call'])} us/call")
+        figures.update(edge_steps=edge_steps, edge_top=edge_top, half=half,
+                       edge_half=edge_half)
+    if "transfer" in only:
+        # (2) the seed transfer under load, on the same edge.
+        transfer_steps, transfer_half = transfer_ramp(workdir, edge, redis, peers,
+                                                      TRANSFER_RATES, step_s)
+        figures.update(transfer_steps=transfer_steps,
+                       transfer_top=top_rate(transfer_steps), transfer_half=transfer_half)
+    stop(edge.proc, app.proc, *[c.proc for c in callees], redis.proc)
+
+    if "kamailio" in only:
+        # The baseline: Kamailio between the same callers and callees.
+        callees = [Uas(workdir, f"kuas{k}") for k in range(pairs)]
+        kam = Kamailio(workdir, [c.port for c in callees])
+        run_callers(workdir, kam.sip_port, pairs, 20, 40, 100, "kam-warmup", kam.pids())
+        kam_steps = ramp(workdir, kam.sip_port, pairs, rates, step_s, hold_ms, kam.pids(),
+                         "kamailio")
+        kam_half = run_callers(workdir, kam.sip_port, pairs, half, int(half * step_s * 2),
+                               hold_ms, "kam-half", kam.pids())
+        log(f"kamailio at {half} cps: {fmt_int(kam_half['cpu_us_per_call'])} us/call")
+        stop(kam.proc, *[c.proc for c in callees])
+        figures.update(kam_steps=kam_steps, kam_top=top_rate(kam_steps), kam_half=kam_half)
+
+    machine["load"] = f"{load_at_start:.2f} / {os.getloadavg()[0]:.2f}"
+    if set(only) != set(SCENARIO_NAMES):
+        path = os.path.join(workdir, "results-partial.json")
+        with open(path, "w") as f:
+            json.dump(figures, f, indent=1)
+        log(f"partial run ({', '.join(only)}): figures in {path}; RESULTS.md unchanged")
+        return 0
     # Kept beside RESULTS.md so the document can be rebuilt (--rewrite) after editing
     # bench/profile.md, without measuring again.
     with open(os.path.join(BENCH, "results.json"), "w") as f:
@@ -694,6 +1014,8 @@ def write_results(path: str, r: dict) -> None:
     for key in ("cpus", "cpu", "memory", "kernel", "rustc", "sipp", "redis", "kamailio",
                 "python"):
         add(f"| {key} | {m[key]} |")
+    # The box may be shared: other work on it lowers every ceiling and raises latency.
+    add(f"| load average (1 min), start / end of the run | {m.get('load', 'not recorded')} |")
     add("")
     add("## Set-up")
     add("")
@@ -716,10 +1038,23 @@ def write_results(path: str, r: dict) -> None:
         "steps: latencies are multiples of 4 ms, and 0.00 ms means under one step. CPU: "
         "utime+stime from `/proc/<pid>/stat` of the edge (of Kamailio's main process and "
         "all its children) from the start to the end of a step, over the calls completed.")
+    add("- Transfer (the seed flow): Alice (`tests/scenarios/uac_transferee.xml`) calls a "
+        "number whose voiceUrl dials Bob (`uas_transferor.xml`, with a per-call token "
+        "added to Refer-To's user part); Bob answers, after 200 ms sends REFER, takes 202 "
+        "and NOTIFYs 100/180/200 and gets BYE. The number's referUrl (POSTed to the app "
+        "server, which fills in the `ReferTarget` parameter) returns "
+        "`<Dial><Sip>sip:{ReferTarget}@carol</Sip></Dial>`, straight to Carol "
+        "(`uas_target.xml`), who answers; Alice is re-INVITEd with Carol's offer, talks "
+        "300 ms, hangs up. A transfer completes when Alice, Bob and Carol all count it "
+        "successful (the least of the three sipp counts). REFER-to-target-INVITE latency: "
+        "tcpdump on `lo` captures only REFERs and the INVITEs sent to Carol's ports; each "
+        "packet gets the kernel's timestamp (one clock for both, nanosecond resolution) and "
+        "the token pairs each REFER with its target INVITE; the latency therefore includes "
+        "the 202, the NOTIFY 100 and the referUrl fetch.")
     add("- Redis round trips: `MONITOR` over 20 calls at 10 calls/s, counting the commands "
-        "the edge sent on a call's keys (MONITOR tags those a script ran with `lua`). The "
-        "store pipelines a timer's ZADDs with the script they go with "
-        "(docs/call-state.md), so round trips = commands sent - ZADDs. Work Redis does "
+        "the edge sent on a call's keys (MONITOR tags those a script ran with `lua`). Every "
+        "store operation is one command or script (docs/call-state.md), so round trips = "
+        "commands sent. Work Redis does "
         "per call, scripts' commands included: `INFO commandstats` before and after the "
         "half-rate step (it includes the timer poll every 500 ms and the routing-table "
         "version check every 5 s, a few commands per second, and the clean-up of stale "
@@ -755,7 +1090,14 @@ def write_results(path: str, r: dict) -> None:
     add(f"| edge RSS: no calls / {held['peak_active']:.0f} held (plateau end) / highest while "
         f"setting them up | {held['rss0'] / 1024:.1f} / {held['rss_end'] / 1024:.1f} / "
         f"{held['rss_peak'] / 1024:.1f} MiB | – | |")
-    add("| transfers per second, REFER to target INVITE | not measured (see below) | – | |")
+    th = r.get("transfer_half")
+    add(f"| highest sustained transfers/s (>= 99.9% completed) | {r['transfer_top']:g} | – | |")
+    if th:
+        add(f"| REFER to target INVITE p50 / p95 / p99 at {th['rate']:g} transfers/s (half "
+            f"the top) | {fmt_ms(th['p50'])} / {fmt_ms(th['p95'])} / {fmt_ms(th['p99'])} | "
+            "– | |")
+        add(f"| CPU per transfer at {th['rate']:g} transfers/s | "
+            f"{fmt_int(th['cpu_us_per_call'])} us | – | |")
     add("")
     add("## Aims")
     add("")
@@ -790,13 +1132,14 @@ def write_results(path: str, r: dict) -> None:
         add(f"## {title}")
         add("")
         add("| offered calls/s | completed | failed | answered calls/s | p50 | p95 | p99 | "
-            "CPU/call | each caller's CPU | sustained |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
+            "CPU/call | each caller's CPU | UDP dropped: kernel / edge | sustained |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|")
         for s in steps:
             add(f"| {s['rate']:g} | {s['ok']}/{s['attempted']} | {s['failed']} | "
                 f"{s['achieved_rate']:.0f} | {fmt_ms(s['p50'])} | {fmt_ms(s['p95'])} | "
                 f"{fmt_ms(s['p99'])} | {fmt_int(s['cpu_us_per_call'])} us | "
-                f"{s['sipp_cpu_pct']:.0f}% | {'yes' if sustained(s) else 'no'} |")
+                f"{s['sipp_cpu_pct']:.0f}% | {s.get('udp_rcvbuf_errors', 'n/a')} / "
+                f"{s.get('edge_dropped', '–')} | {'yes' if sustained(s) else 'no'} |")
         add("")
     if last_kam and sustained(last_kam):
         add("Kamailio sustained the highest rate of the ramp: its true ceiling on this "
@@ -809,6 +1152,13 @@ def write_results(path: str, r: dict) -> None:
         "lost in a UDP buffer of the loaded box, which sank Kamailio below the 99.9% bar "
         "at 400 calls/s. A call that really goes wrong still never completes and counts "
         "as failed. Each step's sipp logs and CSVs stay in the run's work directory.")
+    add("")
+    add("UDP dropped: datagrams the kernel dropped during the step because a socket's "
+        "receive buffer was full (`/proc/net/snmp` RcvbufErrors, the whole box: sipp's "
+        "sockets and the server's), and SIP messages the edge itself dropped "
+        "(`switchyard_edge_sip_messages_dropped_total`, e.g. its inbound queue full). A lost "
+        "ACK that the peer does not re-send when the 200 is retransmitted costs a call: "
+        "the edge ends it at Timer H (32 s); the edge logs it as `no ACK from the caller`.")
     add("")
     add("Where a caller's CPU is near 100%, that sipp process (single-threaded) is the "
         "bottleneck of the step rather than the server under test; callees do as much work "
@@ -849,12 +1199,30 @@ def write_results(path: str, r: dict) -> None:
         add(f"| {t:.0f} s | {active:.0f} | {rss / 1024:.1f} MiB | {mem / 2**20:.1f} MiB |")
     add(f"| {held['end_s']:.0f} s (plateau end) | {held['peak_active']:.0f} | "
         f"{held['rss_end'] / 1024:.1f} MiB | {held['mem_peak'] / 2**20:.1f} MiB |")
+    if "rss_after" in held:
+        add(f"| {held['after_s']:.0f} s (every call ended 35 s before) | "
+            f"{held['active_after']:.0f} | {held['rss_after'] / 1024:.1f} MiB | "
+            f"{held['mem_after'] / 2**20:.1f} MiB |")
     add("")
-    add("## Not measured")
+    add("## Transfer ramp")
     add("")
-    add("- (2) Transfer under load (REFER, Carol answers; transfers per second and "
-        "REFER-to-target-INVITE latency): not built yet. The flow is exercised "
-        "functionally by `tests/tests/transfer.rs`.")
+    add("| offered transfers/s | completed | Alice / Bob / Carol | answered/s | "
+        "REFER to INVITE p50 | p95 | p99 | max | CPU/transfer | Redis commands/transfer "
+        "| UDP dropped: kernel / edge | sustained |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in r["transfer_steps"] + ([th] if th else []):
+        c = s["counts"]
+        label = f"{s['rate']:g}" + (" (half the top, longer)" if s is th else "")
+        add(f"| {label} | {s['ok']}/{s['attempted']} | {c['alice']} / {c['bob']} / "
+            f"{c['carol']} | {s['achieved_rate']:.0f} | {fmt_ms(s['p50'])} | "
+            f"{fmt_ms(s['p95'])} | {fmt_ms(s['p99'])} | {fmt_ms(s['max'])} | "
+            f"{fmt_int(s['cpu_us_per_call'])} us | {s['commands_per_transfer']:.1f} | "
+            f"{s.get('udp_rcvbuf_errors', 'n/a')} / {s.get('edge_dropped', 'n/a')} | "
+            f"{'yes' if sustained(s) else 'no'} |")
+    add("")
+    add("REFERs with no target INVITE in the capture, per step: " + ", ".join(f"{s['rate']:g}/s: {s['unmatched']}" for s in r["transfer_steps"])
+        + "; packets tcpdump reported dropped: "
+        + ", ".join(f"{s['dropped']}" for s in r["transfer_steps"]) + ".")
     add("")
     profile = os.path.join(BENCH, "profile.md")
     if os.path.exists(profile):
@@ -876,6 +1244,10 @@ def main() -> int:
     parser.add_argument("--held", type=int, default=10000)
     parser.add_argument("--held-rate", type=float, default=300)
     parser.add_argument("--command", default="bash bench/run.sh")
+    parser.add_argument("--only", default=",".join(SCENARIO_NAMES),
+                        help="comma-separated subset of " + ", ".join(SCENARIO_NAMES)
+                        + " (a subset leaves RESULTS.md alone; kamailio uses basic's "
+                        "half rate, else 50 calls/s)")
     parser.add_argument("--rewrite", action="store_true",
                         help="rebuild RESULTS.md from bench/results.json, measuring nothing")
     args = parser.parse_args()
@@ -886,8 +1258,13 @@ def main() -> int:
         with open(os.path.join(BENCH, "results.json")) as f:
             write_results(args.results, json.load(f))
         return 0
+    only = tuple(name for name in args.only.split(",") if name)
+    unknown = [name for name in only if name not in SCENARIO_NAMES]
+    if unknown or not only:
+        parser.error(f"--only: unknown scenario {', '.join(unknown) or '(none)'}; "
+                     f"choose from {', '.join(SCENARIO_NAMES)}")
     return full(args.edge, args.results, args.pairs, args.step_seconds, args.held,
-                args.held_rate, args.command)
+                args.held_rate, args.command, only)
 
 
 if __name__ == "__main__":

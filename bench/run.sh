@@ -3,7 +3,8 @@
 #   bash bench/run.sh           full run (minutes); rewrites bench/RESULTS.md
 #   bash bench/run.sh --smoke   a few seconds: a handful of calls through the edge on
 #                               Redis; exits non-zero unless every one completed (CI)
-# Extra arguments go to bench/bench.py (--pairs, --step-seconds, --held, --held-rate).
+# Extra arguments go to bench/bench.py (--pairs, --step-seconds, --held, --held-rate,
+# --only held,basic,transfer,kamailio: a subset, which leaves RESULTS.md alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +13,9 @@ for arg in "$@"; do
   [ "$arg" = "--smoke" ] && smoke=1
 done
 
-# Real peers: redis-server, sipp (sip-tester); Kamailio only for the full run's baseline.
-packages=(redis-server sip-tester)
+# Real peers: redis-server, sipp (sip-tester), tcpdump (the transfer latency); Kamailio
+# only for the full run's baseline.
+packages=(redis-server sip-tester tcpdump)
 [ "$smoke" -eq 1 ] || packages+=(kamailio)
 bash tests/apt-install.sh "${packages[@]}"
 # The kamailio package may start a system service on 5060; the benchmark runs its own on a

@@ -5,8 +5,9 @@
 //! - [`rcml`]: RCML documents: parsing and fetching them;
 //! - [`store`]: call state, shared by all pods through Redis;
 //! - [`auth`], [`ratelimit`], [`cidr`]: digest authentication and rate limits;
-//! - [`config`], [`http`], [`metrics`], [`telemetry`]: running it.
+//! - [`config`], [`http`], [`metrics`], [`telemetry`], [`allocator`]: running it.
 
+pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod call;

@@ -61,6 +61,7 @@ fn main() -> ExitCode {
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(switchyard_edge::allocator::collect_when_idle)
         .build()
     {
         Ok(runtime) => runtime,

@@ -18,6 +18,7 @@
 //! `edge/tests/torture.rs` for the verdict on each.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use rsip::headers::{ToTypedHeader, UntypedHeader};
 use rsip::{Header, Headers, Method, Request, Response, SipMessage, StatusCode};
@@ -578,25 +579,31 @@ pub trait SipHeaders {
         Ok((typed.seq, typed.method))
     }
 
-    fn top_via(&self) -> Result<rsip::typed::Via, HeaderError> {
-        let via = self
-            .headers()
+    /// The top Via as received, untyped.
+    fn top_via_text(&self) -> Result<&rsip::headers::Via, HeaderError> {
+        self.headers()
             .iter()
             .find_map(|h| match h {
-                Header::Via(v) => Some(v.clone()),
+                Header::Via(v) => Some(v),
                 _ => None,
             })
-            .ok_or(HeaderError::Missing("Via"))?;
+            .ok_or(HeaderError::Missing("Via"))
+    }
+
+    fn top_via(&self) -> Result<rsip::typed::Via, HeaderError> {
+        let via = self.top_via_text()?;
         via.typed()
             .map_err(|_| HeaderError::Invalid("Via", via.value().to_owned()))
     }
 
-    /// The branch of the top Via (the transaction id of RFC 3261 §17).
+    /// The branch of the top Via (the transaction id of RFC 3261 §17). Read from the
+    /// header's text: every message's transaction is keyed by it, and rsip's typed Via
+    /// (a full parse of sent-by and every parameter) was ~4% of the edge's CPU under load
+    /// for this one parameter (bench/profile.md). Requests' Via is still fully checked
+    /// where it is used (endpoint.rs).
     fn branch(&self) -> Result<String, HeaderError> {
-        let via = self.top_via()?;
-        via.branch()
-            .map(|b| b.to_string())
-            .filter(|b| !b.is_empty())
+        via_branch(self.top_via_text()?.value())
+            .map(str::to_owned)
             .ok_or(HeaderError::Invalid("Via", "no branch parameter".into()))
     }
 
@@ -609,12 +616,54 @@ pub trait SipHeaders {
     }
 }
 
+/// The `branch` parameter of a Via value (`SIP/2.0/UDP host:port;rport;branch=z9hG4bK1`):
+/// parameter names are case-insensitive (RFC 3261 §7.3.1); an empty branch is none.
+fn via_branch(via: &str) -> Option<&str> {
+    via.split(';')
+        .skip(1)
+        .filter_map(|param| param.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("branch"))
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
 fn header_named(header: &Header, name: &str) -> Option<String> {
-    let text = header.to_string();
-    let (n, v) = text.split_once(':')?;
-    n.trim()
-        .eq_ignore_ascii_case(name)
-        .then(|| v.trim().to_owned())
+    let (n, v) = name_and_value(header);
+    n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+}
+
+/// A header's name (as rsip prints it) and value, without formatting it: looking a
+/// header up by name used to print every header before it (3% of the edge's CPU under
+/// load, bench/profile.md). A test checks each name against rsip's own printing.
+fn name_and_value(header: &Header) -> (&str, &str) {
+    macro_rules! table {
+        ($($variant:ident => $name:literal),* $(,)?) => {
+            match header {
+                Header::Other(name, value) => (name.as_str(), value.as_str()),
+                $(Header::$variant(h) => ($name, h.value()),)*
+            }
+        };
+    }
+    table! {
+        Accept => "Accept", AcceptEncoding => "Accept-Encoding",
+        AcceptLanguage => "Accept-Language", AlertInfo => "Alert-Info", Allow => "Allow",
+        AuthenticationInfo => "Authentication-Info", Authorization => "Authorization",
+        CSeq => "CSeq", CallId => "Call-ID", CallInfo => "Call-Info", Contact => "Contact",
+        ContentDisposition => "Content-Disposition", ContentEncoding => "Content-Encoding",
+        ContentLanguage => "Content-Language", ContentLength => "Content-Length",
+        ContentType => "Content-Type", Date => "Date", ErrorInfo => "Error-Info",
+        Event => "Event", Expires => "Expires", From => "From", InReplyTo => "In-Reply-To",
+        MaxForwards => "Max-Forwards", MimeVersion => "Mime-Version",
+        MinExpires => "Min-Expires", Organization => "Organization", Priority => "Priority",
+        ProxyAuthenticate => "Proxy-Authenticate",
+        ProxyAuthorization => "Proxy-Authorization", ProxyRequire => "Proxy-Require",
+        RecordRoute => "Record-Route", ReplyTo => "Reply-To", Require => "Require",
+        RetryAfter => "Retry-After", Route => "Route", Server => "Server",
+        Subject => "Subject", SubscriptionState => "Subscription-State",
+        Supported => "Supported", Timestamp => "Timestamp", To => "To",
+        Unsupported => "Unsupported", UserAgent => "User-Agent", Via => "Via",
+        Warning => "Warning", WwwAuthenticate => "WWW-Authenticate",
+    }
 }
 
 /// The `tag` parameter of a From or To value.
@@ -807,8 +856,8 @@ pub fn to_bytes(message: impl Into<SipMessage>) -> Vec<u8> {
     head.push_str(&start_line);
     head.push_str("\r\n");
     for header in headers.iter() {
-        head.push_str(&header.to_string());
-        head.push_str("\r\n");
+        // Printed straight into the head: no String per header.
+        let _ = write!(head, "{header}\r\n");
     }
     head.push_str("\r\n");
     let mut bytes = decode_ipv6_references(&head).into_bytes();
@@ -819,6 +868,107 @@ pub fn to_bytes(message: impl Into<SipMessage>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every header rsip knows, as rsip parses it: the table's name and value must be
+    /// what rsip prints (`Name: value`), or lookups by name would miss headers.
+    #[test]
+    fn header_names_and_values_match_how_rsip_prints_them() {
+        let names = [
+            "Accept",
+            "Accept-Encoding",
+            "Accept-Language",
+            "Alert-Info",
+            "Allow",
+            "Authentication-Info",
+            "Authorization",
+            "Call-Info",
+            "Content-Disposition",
+            "Content-Encoding",
+            "Content-Language",
+            "Content-Type",
+            "Date",
+            "Error-Info",
+            "Event",
+            "Expires",
+            "In-Reply-To",
+            "MIME-Version",
+            "Min-Expires",
+            "Organization",
+            "Priority",
+            "Proxy-Authenticate",
+            "Proxy-Authorization",
+            "Proxy-Require",
+            "Record-Route",
+            "Reply-To",
+            "Require",
+            "Retry-After",
+            "Route",
+            "Server",
+            "Subject",
+            "Subscription-State",
+            "Supported",
+            "Timestamp",
+            "Unsupported",
+            "User-Agent",
+            "Warning",
+            "WWW-Authenticate",
+            "X-Something",
+        ];
+        let mut text = String::from(
+            "OPTIONS sip:edge@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n\
+             From: <sip:a@a>;tag=1\r\nTo: <sip:b@b>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\
+             Contact: <sip:a@10.0.0.1>\r\nMax-Forwards: 70\r\n",
+        );
+        for (i, name) in names.iter().enumerate() {
+            text.push_str(&format!("{name}: value-{i}\r\n"));
+        }
+        text.push_str("Content-Length: 0\r\n\r\n");
+        let SipMessage::Request(request) = parse(text.as_bytes()).unwrap() else {
+            panic!("a request")
+        };
+        assert!(request.headers.iter().count() >= names.len() + 8);
+        // rsip's parser leaves Subscription-State untyped (its variant is only built by
+        // code, as transfer.rs's NOTIFYs do): that variant is checked built.
+        let built = Header::SubscriptionState("active;expires=60".into());
+        let mut others = Vec::new();
+        for header in request.headers.iter().chain([&built]) {
+            let printed = header.to_string();
+            let (name, value) = printed.split_once(':').unwrap();
+            assert_eq!(
+                name_and_value(header),
+                (name.trim(), value.trim_start()),
+                "{printed}"
+            );
+            if matches!(header, Header::Other(..)) {
+                others.push(name.to_owned());
+            }
+        }
+        assert_eq!(others, ["Subscription-State", "X-Something"]);
+        assert_eq!(
+            request.header_value("x-something").as_deref(),
+            Some("value-38")
+        );
+        assert_eq!(request.header_value("CALL-id").as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn branch_is_read_from_the_top_via_text() {
+        assert_eq!(
+            via_branch("SIP/2.0/UDP h:5060;rport;branch=z9hG4bKa"),
+            Some("z9hG4bKa")
+        );
+        assert_eq!(
+            via_branch("SIP/2.0/UDP h ; BRANCH = z9hG4bKb ;rport"),
+            Some("z9hG4bKb")
+        );
+        assert_eq!(via_branch("SIP/2.0/UDP h;branch="), None);
+        assert_eq!(via_branch("SIP/2.0/UDP h;rport"), None);
+        assert_eq!(
+            via_branch("SIP/2.0/UDP branch=x"),
+            None,
+            "sent-by is not a parameter"
+        );
+    }
 
     const OPTIONS: &str = "OPTIONS sip:edge@127.0.0.1 SIP/2.0\r\n\
         v: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK0\r\n\

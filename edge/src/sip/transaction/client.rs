@@ -32,7 +32,10 @@ pub struct ClientTransaction {
 
 impl ClientTransaction {
     /// Sends `request` (which carries its own top Via with a fresh branch) to
-    /// `destination` and follows it to its final response.
+    /// `destination` and follows it to its final response. The request is on the wire
+    /// when this returns, so requests leave in the order the TU starts them (a NOTIFY
+    /// started before a BYE of the same dialog is sent before it, whichever worker the
+    /// transactions' tasks run on).
     pub fn start(
         ctx: &Context,
         request: Request,
@@ -42,13 +45,22 @@ impl ClientTransaction {
         let (input, inbox) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         ctx.table.insert(key.clone(), input);
+        // Only an INVITE needs its request again (for the ACK of a non-2xx), and only
+        // until its final response.
+        let invite = request.method == Method::Invite;
+        let (bytes, invite_request) = if invite {
+            (to_bytes(request.clone()), Some(request))
+        } else {
+            (to_bytes(request), None)
+        };
+        send(ctx, &destination, &bytes);
         let machine = Machine {
             ctx: ctx.clone(),
             key: key.clone(),
             destination,
             events: events_tx,
         };
-        tokio::spawn(machine.run(inbox, request));
+        tokio::spawn(machine.run(inbox, bytes, invite, invite_request));
         Ok(ClientTransaction { key, events })
     }
 
@@ -74,12 +86,17 @@ enum State {
 }
 
 impl Machine {
-    async fn run(self, mut inbox: mpsc::UnboundedReceiver<Input>, request: Request) {
+    /// Follows the transaction after `start` sent `bytes`; `request` is the INVITE
+    /// (none for other methods), kept for the ACK of a non-2xx final response.
+    async fn run(
+        self,
+        mut inbox: mpsc::UnboundedReceiver<Input>,
+        mut bytes: Vec<u8>,
+        invite: bool,
+        mut request: Option<Request>,
+    ) {
         let timers = self.ctx.timers;
-        let invite = request.method == Method::Invite;
         let reliable = self.destination.protocol.is_reliable();
-        let bytes = to_bytes(request.clone());
-        send(&self.ctx, &self.destination, &bytes);
 
         let mut state = State::Calling;
         let mut interval = timers.t1;
@@ -133,6 +150,11 @@ impl Machine {
                     state = State::Accepted;
                     retransmit_at = None;
                     end_at = Instant::now() + timers.timeout(); // Timer M
+                    // Accepted only passes 2xx up for 64·T1: nothing to retransmit or ACK
+                    // here, so the request and its bytes go now rather than at Timer M
+                    // (one such transaction per call set up in the last 32 s).
+                    request = None;
+                    bytes = Vec::new();
                     let _ = self.events.send(ClientEvent::Final(response));
                 }
                 (State::Accepted, 200..=299) => {
@@ -147,8 +169,8 @@ impl Machine {
                         (false, false) => timers.t4,              // Timer K
                     };
                     end_at = Instant::now() + linger;
-                    if invite && code >= 300 {
-                        let bytes = to_bytes(ack_for_non_2xx(&request, &response));
+                    if let Some(request) = request.as_ref().filter(|_| code >= 300) {
+                        let bytes = to_bytes(ack_for_non_2xx(request, &response));
                         send(&self.ctx, &self.destination, &bytes);
                         ack = Some(bytes);
                     }

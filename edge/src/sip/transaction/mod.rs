@@ -95,9 +95,9 @@ pub(crate) enum Input {
     Response(Box<Response>),
     /// The TU's response for a server transaction.
     Respond(Box<Response>),
-    /// A response the TU already put on the wire (`respond_now`): recorded for
-    /// retransmissions, not sent again.
-    Sent(Box<Response>),
+    /// A response the TU already put on the wire (`respond_now`), with the bytes sent:
+    /// recorded for retransmissions, not sent (or serialised) again.
+    Sent(Box<Response>, Vec<u8>),
     /// A CANCEL matched this INVITE server transaction.
     Cancel,
 }

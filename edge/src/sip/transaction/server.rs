@@ -80,11 +80,10 @@ impl ServerTransaction {
             ack_id: None,
         };
         if machine.invite {
-            machine.send(&response_to(&request, 100, None));
+            machine.send(response_to(&request, 100, None));
         }
         let answered = answered.filter(|_| !machine.invite).map(|response| {
-            machine.send(&response);
-            machine.last_response = Some(to_bytes(response));
+            machine.last_response = Some(machine.send(response));
         });
         tokio::spawn(machine.run(inbox, request.clone(), answered.is_some()));
         Ok(ServerTransaction {
@@ -104,8 +103,9 @@ impl ServerTransaction {
             &self.request.method.to_string(),
             response.status_code.code(),
         );
-        self.wire.send(&self.source, to_bytes(response.clone()));
-        let _ = self.input.send(Input::Sent(Box::new(response)));
+        let bytes = to_bytes(response.clone());
+        self.wire.send(&self.source, bytes.clone());
+        let _ = self.input.send(Input::Sent(Box::new(response), bytes));
     }
 
     /// Sends a response (provisional or final) through the transaction.
@@ -143,9 +143,13 @@ enum State {
 }
 
 impl Machine {
-    fn send(&self, response: &Response) {
+    /// Sends a response and returns its bytes, to be kept for retransmissions: each
+    /// response is serialised once.
+    fn send(&self, response: Response) -> Vec<u8> {
         METRICS.response_sent(&self.key.method, response.status_code.code());
-        send(&self.ctx, &self.destination, &to_bytes(response.clone()));
+        let bytes = to_bytes(response);
+        send(&self.ctx, &self.destination, &bytes);
+        bytes
     }
 
     fn resend_last(&self) {
@@ -203,9 +207,9 @@ impl Machine {
                 }
             };
             let Some(input) = input else { break };
-            let (input, already_sent) = match input {
-                Input::Sent(response) => (Input::Respond(response), true),
-                other => (other, false),
+            let (input, sent) = match input {
+                Input::Sent(response, bytes) => (Input::Respond(response), Some(bytes)),
+                other => (other, None),
             };
             match input {
                 Input::Respond(response) => {
@@ -213,20 +217,26 @@ impl Machine {
                         continue; // a final response was already sent
                     }
                     let code = response.status_code.code();
-                    if !already_sent {
-                        self.send(&response);
+                    if self.invite && (200..300).contains(&code) {
+                        // Before the 2xx leaves: its ACK (a new branch, matched by Call-ID
+                        // and CSeq) can be back and handled on another worker before this
+                        // task runs again. Unregistered, it was dropped as stray, and
+                        // Timer H then hung up a call that was fine (seen under the
+                        // transfer benchmark's load).
+                        if let (Ok(call_id), Ok((seq, _))) = (request.call_id(), request.cseq()) {
+                            let id = (call_id, seq);
+                            self.ctx.table.expect_ack(id.clone(), self.input.clone());
+                            self.ack_id = Some(id);
+                        }
                     }
-                    self.last_response = Some(to_bytes((*response).clone()));
+                    self.last_response = Some(match sent {
+                        Some(bytes) => bytes,
+                        None => self.send(*response),
+                    });
                     match (self.invite, code) {
                         (_, 100..=199) => {}
                         (true, 200..=299) => {
                             state = State::Accepted;
-                            if let (Ok(call_id), Ok((seq, _))) = (request.call_id(), request.cseq())
-                            {
-                                let id = (call_id, seq);
-                                self.ctx.table.expect_ack(id.clone(), self.input.clone());
-                                self.ack_id = Some(id);
-                            }
                             interval = timers.t1;
                             retransmit_at = (!self.reliable()).then(|| Instant::now() + interval);
                             end_at = Some(Instant::now() + timers.timeout());
@@ -271,8 +281,7 @@ impl Machine {
                     if self.invite && state == State::Proceeding {
                         let terminated =
                             response_to(&request, 487, Some(&crate::sip::random_token(10)));
-                        self.send(&terminated);
-                        self.last_response = Some(to_bytes(terminated));
+                        self.last_response = Some(self.send(terminated));
                         state = State::Completed;
                         interval = timers.t1;
                         retransmit_at = (!self.reliable()).then(|| Instant::now() + interval);
@@ -280,7 +289,7 @@ impl Machine {
                         let _ = self.events.send(ServerEvent::Cancelled);
                     }
                 }
-                Input::Response(_) | Input::Sent(_) => {}
+                Input::Response(_) | Input::Sent(..) => {}
             }
         }
         self.ctx.table.remove(&self.key);
@@ -536,5 +545,46 @@ mod tests {
         _tx.respond(reply(&invite, 486, "t"));
         let times = h.drain_times().await;
         assert_eq!(times.len(), 1, "one 486, no Timer G over TCP: {times:?}");
+    }
+
+    /// A peer so quick that its ACK is handled while the 2xx is still being sent (as on a
+    /// loaded box, where another worker takes the ACK before this task runs again).
+    struct AckingWire {
+        table: std::sync::Arc<crate::sip::transaction::TransactionTable>,
+        ack: Request,
+    }
+
+    impl crate::sip::transport::Wire for AckingWire {
+        fn send(&self, _to: &Destination, bytes: Vec<u8>) {
+            if bytes.starts_with(b"SIP/2.0 200") {
+                let delivered = self
+                    .table
+                    .deliver_2xx_ack(&("call-z9hG4bKq".into(), 1), self.ack.clone());
+                assert!(matches!(delivered, Delivery::Delivered), "ACK not matched");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_arriving_while_the_2xx_is_sent_confirms_the_transaction() {
+        let table = std::sync::Arc::new(crate::sip::transaction::TransactionTable::default());
+        let invite = invite("z9hG4bKq");
+        let ack = request(
+            "ACK sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa2\r\nMax-Forwards: 70\r\nFrom: <sip:alice@a>;tag=al\r\nTo: <sip:bob@b>;tag=t\r\nCall-ID: call-z9hG4bKq\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        );
+        let ctx = crate::sip::transaction::Context {
+            wire: std::sync::Arc::new(AckingWire {
+                table: table.clone(),
+                ack,
+            }),
+            timers: crate::sip::transaction::TimerConfig::default(),
+            table,
+        };
+        let mut tx = ServerTransaction::start(&ctx, invite.clone(), udp()).unwrap();
+        tx.respond(reply(&invite, 200, "t"));
+        assert!(
+            matches!(tx.event().await, Some(ServerEvent::Acked(_))),
+            "the ACK confirmed the transaction (not Timer H)"
+        );
     }
 }
