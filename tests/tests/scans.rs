@@ -167,6 +167,7 @@ fn assert_answered_alike(edge: &Edge, method: &str) -> String {
 
 #[test]
 fn svmap_finds_a_sip_server_but_not_what_it_runs() {
+    let _serial = one_at_a_time();
     let edge = edge(&[]);
     let report = text(&run("svmap", &edge, &[]));
     let row = report
@@ -179,6 +180,7 @@ fn svmap_finds_a_sip_server_but_not_what_it_runs() {
 
 #[test]
 fn svwar_learns_no_numbers_from_register_or_options_without_authentication() {
+    let _serial = one_at_a_time();
     let edge = edge(&[]);
     for method in ["REGISTER", "OPTIONS"] {
         assert_svwar_found_nothing(&svwar(&edge, method));
@@ -192,6 +194,7 @@ fn svwar_learns_no_numbers_from_register_or_options_without_authentication() {
 
 #[test]
 fn with_authentication_svwar_learns_no_numbers_even_with_invite() {
+    let _serial = one_at_a_time();
     let edge = auth_edge();
     for method in ["INVITE", "REGISTER", "OPTIONS"] {
         assert_svwar_found_nothing(&svwar(&edge, method));
@@ -305,20 +308,23 @@ const TCP_MESSAGES: usize = 100;
 /// The bound on the edge's peak RSS during the flood (docs/security.md). The chart
 /// requests 128 MiB for an edge pod.
 const PEAK_RSS_BOUND_KIB: u64 = 128 * 1024;
-/// From the end of the flood to an answered OPTIONS: the 100 ms for a release
-/// build (measured: 19 to 53 ms on this 2-core machine, docs/security.md). The debug build
-/// `tests/run.sh` runs parses 5 to 20 times slower (rsip and the edge unoptimised) and
-/// took 0.15 to 0.7 s on a loaded machine: it gets 2 s, so a stuck or unboundedly queued
-/// edge still fails. `cargo build --release -p switchyard-edge && cargo test --release -p
-/// switchyard-tests --test scans` checks the release bound.
-const RECOVERY_BOUND: Duration = if cfg!(debug_assertions) {
-    Duration::from_secs(2)
-} else {
-    Duration::from_millis(100)
-};
+/// From the end of the flood to an answered OPTIONS: the 100 ms. Test builds
+/// optimise the parsing path (the edge, rsip, nom: `Cargo.toml`'s dev profile), where an
+/// unoptimised build took 0.15 to 0.7 s; with it, 20 to 60 ms were measured on this
+/// 2-core machine (docs/security.md).
+const RECOVERY_BOUND: Duration = Duration::from_millis(100);
+
+/// The tests of this file one at a time: the flood measures how fast the edge drains its
+/// sockets, which the other tests' svmap and svwar runs would slow down.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[test]
 fn a_flood_of_malformed_and_valid_packets_leaves_options_answered_right_after() {
+    let _serial = one_at_a_time();
     let examples = repo_root().join("examples");
     let edge = Edge::start_logging(
         "127.0.0.1",
@@ -407,8 +413,18 @@ fn a_flood_of_malformed_and_valid_packets_leaves_options_answered_right_after() 
     );
     let mut edge = edge;
     assert!(edge.is_running());
-    // The flood's sources were limited: 503s went out.
+    // The flood's sources were limited: 503s went out (for whichever of their requests
+    // survived the kernel's queue), and the rest was shed before parsing.
+    let limited: f64 = ["OPTIONS", "INVITE", "REGISTER", "BYE"]
+        .iter()
+        .map(|m| {
+            edge.metric(&format!(
+                "switchyard_edge_rate_limited_total{{method=\"{m}\",scope=\"source\"}}"
+            ))
+        })
+        .sum();
+    assert!(limited > 0.0, "no 503 went to the flooding sources");
     assert!(
-        edge.metric("switchyard_edge_rate_limited_total{method=\"INVITE\",scope=\"source\"}") > 0.0
+        edge.metric("switchyard_edge_sip_messages_dropped_total{reason=\"rate_limited\"}") > 0.0
     );
 }
