@@ -157,6 +157,7 @@ class Redis:
         )
         wait_for("redis-server answering", lambda: self.cli("PING") == "PONG")
         self.url = f"redis://127.0.0.1:{self.port}/"
+        self.ports = [self.port]
 
     def cli(self, *args: str) -> str:
         out = subprocess.run(
@@ -210,6 +211,86 @@ class Redis:
         self.cli("PUBLISH", "sy:v1:routes:changes", f"{epoch}:{generation}")
 
 
+def free_cluster_port() -> int:
+    """A port for a cluster node: its cluster bus listens 10,000 higher, so that must be
+    free too (and the port at most 55535)."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bus:
+                bus.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+
+
+class RedisCluster(Redis):
+    """A Redis Cluster of `masters` masters (no replicas) on free ports, joined by
+    `redis-cli --cluster create`, as the cluster tests make one (tests/src/redis_cluster.rs).
+    Everything a single server answers for the benchmark (commands run, memory) is the sum
+    over the masters; `cli` follows redirections to the slot's master."""
+
+    def __init__(self, workdir: str, masters: int = 3):
+        self.ports = [free_cluster_port() for _ in range(masters)]
+        self.procs = []
+        for port in self.ports:
+            node_dir = os.path.join(workdir, f"redis-cluster-{port}")
+            os.makedirs(node_dir, exist_ok=True)
+            self.procs.append(spawn(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", node_dir,
+                 "--cluster-enabled", "yes", "--cluster-node-timeout", "5000",
+                 "--save", "", "--appendonly", "no", "--daemonize", "no"],
+                workdir, f"redis-{port}",
+            ))
+        for port in self.ports:
+            wait_for("a cluster node answering", lambda p=port: self.node_cli(p, "PING") == "PONG")
+        created = subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+             "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True)
+        if created.returncode != 0:
+            raise SystemExit(f"bench: redis-cli --cluster create failed:\n{created.stdout}"
+                             f"{created.stderr}")
+        wait_for("the cluster ok", lambda: all(
+            "cluster_state:ok" in self.node_cli(p, "CLUSTER", "INFO") for p in self.ports), 30)
+        self.port = self.ports[0]
+        self.proc = self.procs[0]
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    @staticmethod
+    def node_cli(port: int, *args: str) -> str:
+        out = subprocess.run(["redis-cli", "-p", str(port), *args],
+                             capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(["redis-cli", "-c", "-p", str(self.port), *args],
+                             capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def info_of(self, port: int, section: str) -> dict[str, str]:
+        fields = {}
+        for line in self.node_cli(port, "INFO", section).splitlines():
+            if ":" in line and not line.startswith("#"):
+                key, value = line.split(":", 1)
+                fields[key] = value.strip()
+        return fields
+
+    def commandstats(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for port in self.ports:
+            for key, value in self.info_of(port, "commandstats").items():
+                match = re.match(r"calls=(\d+)", value)
+                if key.startswith("cmdstat_") and match:
+                    name = key[len("cmdstat_"):]
+                    counts[name] = counts.get(name, 0) + int(match.group(1))
+        return counts
+
+    def used_memory(self) -> int:
+        return sum(int(self.info_of(p, "memory")["used_memory"]) for p in self.ports)
+
+
 # ---------------------------------------------------------------- servers under test
 
 def dial_sip(uri: str) -> str:
@@ -228,6 +309,10 @@ class AppServer:
                     for k, port in enumerate(callees)}
         with open(doc_file, "w") as f:
             json.dump(docs, f)
+        # The port file of an earlier app server of this run must not be taken for this
+        # one's.
+        if os.path.exists(port_file):
+            os.remove(port_file)
         self.proc = spawn(
             [sys.executable, os.path.join(BENCH, "app_server.py"), port_file, doc_file],
             workdir, "app",
@@ -242,7 +327,7 @@ class AppServer:
 
 
 class Edge:
-    def __init__(self, binary: str, workdir: str, redis: Redis):
+    def __init__(self, binary: str, workdir: str, redis: Redis, name: str = "edge"):
         self.sip_port = free_port()
         self.metrics_port = free_port()
         # Default log level (info), as deployed; the log goes to a file.
@@ -254,7 +339,7 @@ class Edge:
              "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
              "--redis-url", redis.url, "--pod-name", "bench-edge",
              "--rate-limit-per-source", "0"],
-            workdir, "edge", env=env,
+            workdir, name, env=env,
         )
         wait_for("the edge ready (routing table loaded)", self.ready)
         self.pid = self.proc.pid
@@ -481,11 +566,12 @@ class TransferPeers:
                 for k in range(len(self.bobs))]
 
 
-def setup_edge(binary: str, workdir: str, pairs: int, transfers: bool = False):
-    """redis-server, the basic calls' callees, the app server and the edge; with
-    `transfers`, also the transfer scenario's numbers and documents (its peers are
-    started by each step)."""
-    redis = Redis(workdir)
+def setup_edge(binary: str, workdir: str, pairs: int, transfers: bool = False,
+               cluster: bool = False):
+    """redis-server (or a three-master Redis Cluster), the basic calls' callees, the app
+    server and the edge; with `transfers`, also the transfer scenario's numbers and
+    documents (its peers are started by each step)."""
+    redis = RedisCluster(workdir) if cluster else Redis(workdir)
     callees = [Uas(workdir, f"uas{k}") for k in range(pairs)]
     peers = TransferPeers(pairs) if transfers else None
     docs = {f"/p{k}": dial_sip(f"sip:callee@127.0.0.1:{c.port}")
@@ -497,7 +583,7 @@ def setup_edge(binary: str, workdir: str, pairs: int, transfers: bool = False):
     if peers:
         routes += peers.routes(app)
     redis.program_routes(routes)
-    edge = Edge(binary, workdir, redis)
+    edge = Edge(binary, workdir, redis, "edge-cluster" if cluster else "edge")
     return redis, callees, app, edge, peers
 
 
@@ -545,14 +631,13 @@ def stop(*procs) -> None:
 
 
 def commands_per_call(before: dict, after: dict, calls: int) -> tuple[dict, float, float]:
-    """Commands per call by name, total commands and round trips per call. The store
-    pipelines a timer's ZADDs with the script they accompany (docs/call-state.md), so
-    every ZADD rides on another command's round trip: round trips = commands - ZADDs."""
+    """Commands Redis executed per call by name (scripts' own commands included), their
+    total per call, and the scripts (EVALSHA) per call."""
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    delta = {k: v for k, v in delta.items() if v > 0 and k not in ("info",)}
+    delta = {k: v for k, v in delta.items() if v > 0 and k not in ("info", "cluster|info")}
     total = sum(delta.values())
-    trips = total - delta.get("zadd", 0)
-    return ({k: v / calls for k, v in sorted(delta.items())}, total / calls, trips / calls)
+    return ({k: v / calls for k, v in sorted(delta.items())}, total / calls,
+            delta.get("evalsha", 0) / calls)
 
 
 def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
@@ -563,28 +648,38 @@ def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
     poll, which names a bucket's timer set, nor the routing-table version check: neither
     grows with calls). Every store operation is one command or script
     (docs/call-state.md), so round trips = commands sent."""
-    path = os.path.join(workdir, "monitor.log")
-    with open(path, "wb") as out:
-        monitor = subprocess.Popen(["redis-cli", "-p", str(redis.port), "MONITOR"],
+    # One MONITOR per node (a cluster's masters each see the calls of their slots).
+    paths, monitors = [], []
+    for port in redis.ports:
+        path = os.path.join(workdir, f"monitor-{port}.log")
+        paths.append(path)
+        out = open(path, "wb")
+        monitor = subprocess.Popen(["redis-cli", "-p", str(port), "MONITOR"],
                                    stdout=out, stderr=subprocess.DEVNULL)
+        out.close()
         started.append(monitor)
-        time.sleep(0.3)
-        step = run_callers(workdir, target_port, pairs, 10, calls, 100, "monitor", [])
-        time.sleep(0.5)
-        stop(monitor)
+        monitors.append(monitor)
+    time.sleep(0.3)
+    step = run_callers(workdir, target_port, pairs, 10, calls, 100, "monitor", [])
+    time.sleep(0.5)
+    stop(*monitors)
     sent: dict[str, int] = {}
     in_scripts = 0
-    with open(path, errors="replace") as f:
-        for line in f:
-            if "sy:v2:call:" not in line and "sy:v2:dlg:" not in line:
-                continue
-            if " lua]" in line:
-                in_scripts += 1
-                continue
-            match = re.search(r'\] "([A-Za-z]+)"', line)
-            if match:
-                name = match.group(1).lower()
-                sent[name] = sent.get(name, 0) + 1
+    for path in paths:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if "sy:v2:call:" not in line and "sy:v2:dlg:" not in line:
+                    continue
+                # The timer poll's script has a bucket's timer set as its only key.
+                if re.search(r'"EVALSHA" "[0-9a-f]+" "1" "sy:v2:timers:', line):
+                    continue
+                if " lua]" in line:
+                    in_scripts += 1
+                    continue
+                match = re.search(r'\] "([A-Za-z]+)"', line)
+                if match:
+                    name = match.group(1).lower()
+                    sent[name] = sent.get(name, 0) + 1
     ok = max(1, step["ok"])
     total = sum(sent.values())
     return {
@@ -890,7 +985,7 @@ def versions() -> dict:
     }
 
 
-SCENARIO_NAMES = ("held", "basic", "transfer", "kamailio")
+SCENARIO_NAMES = ("held", "basic", "transfer", "cluster", "kamailio")
 TRANSFER_RATES = [25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000]
 
 
@@ -955,6 +1050,20 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
         figures.update(transfer_steps=transfer_steps,
                        transfer_top=top_rate(transfer_steps), transfer_half=transfer_half)
     stop(edge.proc, app.proc, *[c.proc for c in callees], redis.proc)
+
+    if "cluster" in only:
+        # The same edge and calls on a three-master Redis Cluster: round trips per call
+        # and the ramp, beside the single server's above (docs/scaling.md).
+        cluster, callees, app, edge, _ = setup_edge(binary, workdir, pairs, cluster=True)
+        run_callers(workdir, edge.sip_port, pairs, 20, 40, 100, "cluster-warmup", edge.pids())
+        cluster_trace = trace_round_trips(workdir, cluster, edge.sip_port, 1, 20)
+        log(f"cluster, Redis per call: {cluster_trace['round_trips_per_call']:.2f} round "
+            f"trips")
+        cluster_steps = ramp(workdir, edge.sip_port, pairs, rates, step_s, hold_ms,
+                             edge.pids(), "cluster", cluster, edge)
+        figures.update(cluster_trace=cluster_trace, cluster_steps=cluster_steps,
+                       cluster_top=top_rate(cluster_steps))
+        stop(edge.proc, app.proc, *[c.proc for c in callees], *cluster.procs)
 
     if "kamailio" in only:
         # The baseline: Kamailio between the same callers and callees.
@@ -1099,6 +1208,43 @@ def write_results(path: str, r: dict) -> None:
         add(f"| CPU per transfer at {th['rate']:g} transfers/s | "
             f"{fmt_int(th['cpu_us_per_call'])} us | – | |")
     add("")
+    if r.get("cluster_steps"):
+        add("## One Redis server and a three-master Redis Cluster")
+        add("")
+        add("The same edge, callers, callees and RCML, with `--redis-url "
+            "redis+cluster://...` to three masters (no replicas, `redis-cli --cluster "
+            "create`) on this machine instead of one server; the same ramp. Calls spread "
+            "over the masters by bucket (docs/call-state.md); MONITOR on every master counts "
+            "what the edge sent.")
+        add("")
+        add("| figure | one server | three-master cluster |")
+        add("|---|---|---|")
+        add(f"| highest sustained calls/s (>= 99.9% completed) | {r['edge_top']:g} | "
+            f"{r['cluster_top']:g} |")
+        ct = r["cluster_trace"]
+        add(f"| Redis round trips per basic call (MONITOR) | {trips:.2f} | "
+            f"{ct['round_trips_per_call']:.2f} |")
+        by_rate = {s["rate"]: s for s in r["cluster_steps"]}
+        for step in r["edge_steps"]:
+            other = by_rate.get(step["rate"])
+            if other and step["rate"] in (500, 1000):
+                add(f"| edge CPU per call at {step['rate']:g} calls/s | "
+                    f"{fmt_int(step['cpu_us_per_call'])} us | "
+                    f"{fmt_int(other['cpu_us_per_call'])} us |")
+                add(f"| setup p50 / p99 at {step['rate']:g} calls/s | "
+                    f"{fmt_ms(step['p50'])} / {fmt_ms(step['p99'])} | "
+                    f"{fmt_ms(other['p50'])} / {fmt_ms(other['p99'])} |")
+                cmd = step.get("commands")
+                ocmd = other.get("commands")
+                if cmd and ocmd:
+                    add(f"| Redis commands executed per call at {step['rate']:g} calls/s "
+                        f"(scripts' included) | {cmd[1]:.1f} | {ocmd[1]:.1f} |")
+        add("")
+        add("On one machine the cluster's three redis-server processes share the two cores "
+            "with everything else, so this shows what the cluster costs the edge (client "
+            "routing, a connection per master), not the capacity a cluster of separate "
+            "machines adds; docs/scaling.md sizes that.")
+        add("")
     add("## Aims")
     add("")
     aims = [

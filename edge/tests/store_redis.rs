@@ -113,7 +113,7 @@ struct ClusterNode {
 
 impl ClusterNode {
     fn start() -> Self {
-        let port = switchyard_tests::free_port();
+        let port = switchyard_tests::redis_server::free_cluster_port();
         let dir =
             std::env::temp_dir().join(format!("switchyard-cluster-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a scratch directory");

@@ -65,7 +65,7 @@ impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                RedisServer::start_with(&[
+                RedisServer::start_cluster_node(&[
                     "--cluster-enabled",
                     "yes",
                     "--cluster-node-timeout",

@@ -29,9 +29,6 @@ pub fn free_port() -> u16 {
 /// nobody else: for a program that binds neighbours of its port (baresip listens for
 /// SIP over TLS on its SIP port + 1, whatever its configured transports).
 pub fn free_ports(count: u16) -> u16 {
-    use std::collections::HashSet;
-    use std::sync::{LazyLock, Mutex};
-    static HANDED_OUT: LazyLock<Mutex<HashSet<u16>>> = LazyLock::new(Default::default);
     let free = |port: u16| {
         TcpListener::bind(("127.0.0.1", port)).is_ok()
             && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
@@ -44,12 +41,33 @@ pub fn free_ports(count: u16) -> u16 {
         let Some(last) = port.checked_add(count - 1) else {
             continue;
         };
-        if !(port..=last).all(free) {
+        if (port..=last).all(free) && (port..=last).all(reserve) {
+            return port;
+        }
+    }
+}
+
+/// Marks `port` handed out; false if it already was.
+fn reserve(port: u16) -> bool {
+    use std::collections::HashSet;
+    use std::sync::{LazyLock, Mutex};
+    static HANDED_OUT: LazyLock<Mutex<HashSet<u16>>> = LazyLock::new(Default::default);
+    HANDED_OUT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(port)
+}
+
+/// A port for a Redis Cluster node: its cluster bus listens 10,000 higher, so that port
+/// is free and handed out too (and the node's port is at most 55535, as Redis requires).
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port > 55_535 {
             continue;
         }
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if (port..=last).all(|p| !handed_out.contains(&p)) {
-            handed_out.extend(port..=last);
+        let bus = port + 10_000;
+        if TcpListener::bind(("127.0.0.1", bus)).is_ok() && reserve(bus) {
             return port;
         }
     }
@@ -67,17 +85,25 @@ impl RedisServer {
     /// Starts a server with `args` (e.g. `--cluster-enabled yes`, `--replicaof ...`) after
     /// the port, bind address and directory, and waits until it answers PING.
     pub fn start_with(args: &[&str]) -> Self {
-        Self::launch(None::<fn(&Path) -> String>, args)
+        Self::launch(free_port(), None::<fn(&Path) -> String>, args)
+    }
+
+    /// A Redis Cluster node with `args`: on a port whose cluster bus port is free too.
+    pub fn start_cluster_node(args: &[&str]) -> Self {
+        Self::launch(free_cluster_port(), None::<fn(&Path) -> String>, args)
     }
 
     /// A server whose configuration file `write_config` writes into the server's own
     /// directory first (given the directory), then started with `args`.
     pub fn start_with_config(args: &[&str], write_config: impl FnOnce(&Path) -> String) -> Self {
-        Self::launch(Some(write_config), args)
+        Self::launch(free_port(), Some(write_config), args)
     }
 
-    fn launch(write_config: Option<impl FnOnce(&Path) -> String>, args: &[&str]) -> Self {
-        let port = free_port();
+    fn launch(
+        port: u16,
+        write_config: Option<impl FnOnce(&Path) -> String>,
+        args: &[&str],
+    ) -> Self {
         let dir =
             std::env::temp_dir().join(format!("switchyard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a scratch directory for redis-server");
