@@ -158,6 +158,7 @@ class Redis:
         wait_for("redis-server answering", lambda: self.cli("PING") == "PONG")
         self.url = f"redis://127.0.0.1:{self.port}/"
         self.ports = [self.port]
+        self.procs = [self.proc]
 
     def cli(self, *args: str) -> str:
         out = subprocess.run(
@@ -453,15 +454,17 @@ def read_stat(path: str) -> tuple[int, int]:
 def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: int,
                 hold_ms: int, tag: str, server_pids, sample=None,
                 scenario: str = os.path.join(SCENARIOS, "uac_call.xml"),
-                number_base: int = NUMBER_BASE) -> dict:
+                number_base: int = NUMBER_BASE, redis_pids=()) -> dict:
     """Runs one sipp caller per pair (rate and calls split evenly), each dialling its own
-    number, and measures the server under test over the run."""
+    number, and measures the server under test over the run (and the CPU of
+    `redis_pids`, the redis-server processes behind it)."""
     per_rate = rate / pairs
     per_calls = max(1, calls // pairs)
     stepdir = os.path.join(workdir, tag)
     os.makedirs(stepdir, exist_ok=True)
     expected_s = per_calls / per_rate + hold_ms / 1000
     cpu0 = cpu_seconds(server_pids)
+    redis_cpu0 = cpu_seconds(redis_pids)
     rcvbuf0 = udp_receive_buffer_errors()
     procs = []
     t0 = time.time()
@@ -504,6 +507,7 @@ def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: 
         time.sleep(0.5 if sample else 0.05)
     elapsed = time.time() - t0
     cpu = cpu_seconds(server_pids) - cpu0
+    redis_cpu = cpu_seconds(redis_pids) - redis_cpu0
     ok = failed = 0
     rtts = []
     for k in range(pairs):
@@ -529,8 +533,9 @@ def run_callers(workdir: str, target_port: int, pairs: int, rate: float, calls: 
     return {
         "rate": rate, "attempted": attempted, "ok": ok, "failed": failed,
         "completed": ok / attempted if attempted else 0.0,
-        "achieved_rate": achieved, "elapsed": elapsed, "cpu_s": cpu,
+        "achieved_rate": achieved, "elapsed": elapsed, "cpu_s": cpu, "redis_cpu_s": redis_cpu,
         "cpu_us_per_call": cpu * 1e6 / ok if ok else None,
+        "redis_cpu_us_per_call": redis_cpu * 1e6 / ok if ok and redis_pids else None,
         "sipp_cpu_pct": (sipp_cpu - sipp_cpu0) / elapsed * 100 / pairs if elapsed else 0,
         "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99),
         "samples": samples, "udp_rcvbuf_errors": udp_receive_buffer_errors() - rcvbuf0,
@@ -640,18 +645,18 @@ def commands_per_call(before: dict, after: dict, calls: int) -> tuple[dict, floa
             delta.get("evalsha", 0) / calls)
 
 
-def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
-                      calls: int) -> dict:
-    """What the edge sends to Redis for a call, from MONITOR over a few calls at a low
-    rate. MONITOR marks commands run inside a script `[... lua]`, so they are told apart
-    from the ones the edge sent; only commands on a call's keys count (not the timer
-    poll, which names a bucket's timer set, nor the routing-table version check: neither
-    grows with calls). Every store operation is one command or script
-    (docs/call-state.md), so round trips = commands sent."""
+def monitor_round_trips(workdir: str, redis: Redis, name: str, run) -> dict:
+    """What the edge sends to Redis while `run()` (returning a step with `ok`) places a
+    few calls at a low rate, from MONITOR on every node. MONITOR marks commands run
+    inside a script `[... lua]`, so they are told apart from the ones the edge sent; only
+    commands on a call's keys count (not the timer poll, which names a bucket's timer
+    set, nor the routing-table version check: neither grows with calls). Every store
+    operation is one command or script (docs/call-state.md), so round trips = commands
+    sent."""
     # One MONITOR per node (a cluster's masters each see the calls of their slots).
     paths, monitors = [], []
     for port in redis.ports:
-        path = os.path.join(workdir, f"monitor-{port}.log")
+        path = os.path.join(workdir, f"monitor-{name}-{port}.log")
         paths.append(path)
         out = open(path, "wb")
         monitor = subprocess.Popen(["redis-cli", "-p", str(port), "MONITOR"],
@@ -660,7 +665,7 @@ def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
         started.append(monitor)
         monitors.append(monitor)
     time.sleep(0.3)
-    step = run_callers(workdir, target_port, pairs, 10, calls, 100, "monitor", [])
+    step = run()
     time.sleep(0.5)
     stop(*monitors)
     sent: dict[str, int] = {}
@@ -689,6 +694,13 @@ def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
     }
 
 
+def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
+                      calls: int) -> dict:
+    """Round trips per basic call: `calls` calls at 10 calls/s under MONITOR."""
+    return monitor_round_trips(workdir, redis, "basic", lambda: run_callers(
+        workdir, target_port, pairs, 10, calls, 100, "monitor", []))
+
+
 def ramp(workdir, target_port, pairs, rates, step_s, hold_ms, pids, tag, redis=None,
          edge=None):
     """Steps up the offered rate until a step is not sustained (<99.9% completed, or the
@@ -698,7 +710,8 @@ def ramp(workdir, target_port, pairs, rates, step_s, hold_ms, pids, tag, redis=N
         before = redis.commandstats() if redis else None
         dropped = edge.dropped() if edge else 0
         step = run_callers(workdir, target_port, pairs, rate, int(rate * step_s), hold_ms,
-                           f"{tag}-{rate}", pids)
+                           f"{tag}-{rate}", pids,
+                           redis_pids=[p.pid for p in redis.procs] if redis else ())
         if redis:
             step["commands"] = commands_per_call(before, redis.commandstats(),
                                                  max(1, step["ok"]))
@@ -707,7 +720,8 @@ def ramp(workdir, target_port, pairs, rates, step_s, hold_ms, pids, tag, redis=N
         steps.append(step)
         log(f"{tag} {rate} cps: {step['ok']}/{step['attempted']} ok, achieved "
             f"{step['achieved_rate']:.0f} cps, p50 {fmt_ms(step['p50'])} p99 "
-            f"{fmt_ms(step['p99'])}, {fmt_int(step['cpu_us_per_call'])} us CPU/call, "
+            f"{fmt_ms(step['p99'])}, {fmt_int(step['cpu_us_per_call'])} us CPU/call "
+            f"(Redis {fmt_int(step.get('redis_cpu_us_per_call'))} us), "
             f"callers at {step['sipp_cpu_pct']:.0f}% CPU each; UDP datagrams the kernel "
             f"dropped (whole box) {step['udp_rcvbuf_errors']}, the edge dropped "
             f"{step.get('edge_dropped', 'n/a')}")
@@ -831,7 +845,8 @@ def transfer_step(workdir: str, edge: "Edge", redis: "Redis", peers: TransferPee
     alice = run_callers(workdir, edge.sip_port, pairs, rate, transfers, 1000, tag,
                         edge.pids(), scenario=os.path.join(TEST_SCENARIOS,
                                                            "uac_transferee.xml"),
-                        number_base=TRANSFER_BASE)
+                        number_base=TRANSFER_BASE,
+                        redis_pids=[p.pid for p in redis.procs])
     # Bob and Carol exit after their last call; those waiting for a call that never
     # came are stopped (their statistics count what they saw).
     deadline = time.time() + 15
@@ -853,6 +868,7 @@ def transfer_step(workdir: str, edge: "Edge", redis: "Redis", peers: TransferPee
         "failed": alice["failed"], "completed": done / alice["attempted"],
         "achieved_rate": alice["achieved_rate"],
         "cpu_us_per_call": alice["cpu_s"] * 1e6 / done if done else None,
+        "redis_cpu_us_per_call": alice["redis_cpu_s"] * 1e6 / done if done else None,
         "sipp_cpu_pct": alice["sipp_cpu_pct"],
         "refers": len(latencies) + unmatched, "unmatched": unmatched,
         "dropped": dropped,
@@ -1036,7 +1052,8 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
         half = max(50, round(edge_top / 2 / 50) * 50) if edge_top else 50
         before = redis.commandstats()
         edge_half = run_callers(workdir, edge.sip_port, pairs, half, int(half * step_s * 2),
-                                hold_ms, "edge-half", edge.pids())
+                                hold_ms, "edge-half", edge.pids(),
+                                redis_pids=[p.pid for p in redis.procs])
         edge_half["commands"] = commands_per_call(before, redis.commandstats(),
                                                   max(1, edge_half["ok"]))
         log(f"edge at {half} cps: p99 {fmt_ms(edge_half['p99'])}, "
@@ -1044,7 +1061,12 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
         figures.update(edge_steps=edge_steps, edge_top=edge_top, half=half,
                        edge_half=edge_half)
     if "transfer" in only:
-        # (2) the seed transfer under load, on the same edge.
+        # (2) the seed transfer under load, on the same edge; first what one costs Redis.
+        figures["transfer_trace"] = monitor_round_trips(
+            workdir, redis, "transfer",
+            lambda: transfer_step(workdir, edge, redis, peers, 5, 10, "transfer-monitor"))
+        log(f"Redis per transfer: "
+            f"{figures['transfer_trace']['round_trips_per_call']:.2f} round trips")
         transfer_steps, transfer_half = transfer_ramp(workdir, edge, redis, peers,
                                                       TRANSFER_RATES, step_s)
         figures.update(transfer_steps=transfer_steps,
@@ -1187,6 +1209,8 @@ def write_results(path: str, r: dict) -> None:
             f"{fmt_int(edge_top_step['cpu_us_per_call'])} us | "
             f"{fmt_int(kam_top_step['cpu_us_per_call'])} us | "
             f"{ratio(edge_top_step['cpu_us_per_call'], kam_top_step['cpu_us_per_call'])} |")
+    add(f"| Redis CPU per call at {r['half']:g} calls/s (redis-server's utime+stime) | "
+        f"{fmt_int(eh.get('redis_cpu_us_per_call'))} us | – | |")
     add(f"| Redis commands sent per basic call (MONITOR) | {trace['sent_per_call']:.2f} | – | |")
     add(f"| Redis round trips per basic call | {trips:.2f} | – | |")
     add(f"| Redis commands executed per basic call, scripts' included (commandstats) | "
@@ -1207,6 +1231,16 @@ def write_results(path: str, r: dict) -> None:
             "– | |")
         add(f"| CPU per transfer at {th['rate']:g} transfers/s | "
             f"{fmt_int(th['cpu_us_per_call'])} us | – | |")
+        add(f"| Redis CPU per transfer at {th['rate']:g} transfers/s | "
+            f"{fmt_int(th.get('redis_cpu_us_per_call'))} us | – | |")
+        if th.get("commands_per_transfer"):
+            add(f"| Redis commands executed per transfer, scripts' included "
+                f"(commandstats) | {th['commands_per_transfer']:.1f} | – | |")
+    tt = r.get("transfer_trace")
+    if tt:
+        add(f"| Redis round trips per transfer (MONITOR; the whole seed flow: Alice's "
+            f"call, Bob's answer, REFER, NOTIFYs, Carol, the hang-up) | "
+            f"{tt['round_trips_per_call']:.2f} | – | |")
     add("")
     if r.get("cluster_steps"):
         add("## One Redis server and a three-master Redis Cluster")
@@ -1231,6 +1265,9 @@ def write_results(path: str, r: dict) -> None:
                 add(f"| edge CPU per call at {step['rate']:g} calls/s | "
                     f"{fmt_int(step['cpu_us_per_call'])} us | "
                     f"{fmt_int(other['cpu_us_per_call'])} us |")
+                add(f"| Redis CPU per call at {step['rate']:g} calls/s (all masters) | "
+                    f"{fmt_int(step.get('redis_cpu_us_per_call'))} us | "
+                    f"{fmt_int(other.get('redis_cpu_us_per_call'))} us |")
                 add(f"| setup p50 / p99 at {step['rate']:g} calls/s | "
                     f"{fmt_ms(step['p50'])} / {fmt_ms(step['p99'])} | "
                     f"{fmt_ms(other['p50'])} / {fmt_ms(other['p99'])} |")
@@ -1274,16 +1311,24 @@ def write_results(path: str, r: dict) -> None:
     add("\"RSS flat\" is judged as: at most 1.5x the idle RSS plus 20 MiB with every call held, "
         "at the end of the plateau (after the 32 s the set-up transactions live).")
     add("")
-    for title, steps in (("Edge ramp", r["edge_steps"]), ("Kamailio ramp", r["kam_steps"])):
+    ramps = [("Edge ramp (one Redis server)", r["edge_steps"]),
+             ("Edge ramp (three-master Redis Cluster)", r.get("cluster_steps")),
+             ("Kamailio ramp", r["kam_steps"])]
+    for title, steps in ramps:
+        if not steps:
+            continue
         add(f"## {title}")
         add("")
         add("| offered calls/s | completed | failed | answered calls/s | p50 | p95 | p99 | "
-            "CPU/call | each caller's CPU | UDP dropped: kernel / edge | sustained |")
-        add("|---|---|---|---|---|---|---|---|---|---|---|")
+            "CPU/call | Redis CPU/call | each caller's CPU | UDP dropped: kernel / edge | "
+            "sustained |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for s in steps:
             add(f"| {s['rate']:g} | {s['ok']}/{s['attempted']} | {s['failed']} | "
                 f"{s['achieved_rate']:.0f} | {fmt_ms(s['p50'])} | {fmt_ms(s['p95'])} | "
                 f"{fmt_ms(s['p99'])} | {fmt_int(s['cpu_us_per_call'])} us | "
+                f"{fmt_int(s.get('redis_cpu_us_per_call'))}"
+                f"{' us' if s.get('redis_cpu_us_per_call') is not None else ''} | "
                 f"{s['sipp_cpu_pct']:.0f}% | {s.get('udp_rcvbuf_errors', 'n/a')} / "
                 f"{s.get('edge_dropped', '–')} | {'yes' if sustained(s) else 'no'} |")
         add("")

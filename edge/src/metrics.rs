@@ -21,6 +21,9 @@ pub struct Metrics {
     /// RCML fetches that gave no runnable document, by purpose and kind of failure.
     pub rcml_errors: IntCounterVec,
     pub store_errors: IntCounterVec,
+    /// Call-store operations by operation, failed ones included: Redis's latency as the
+    /// edge sees it, the first thing to watch before adding shards (docs/scaling.md).
+    pub store_duration: HistogramVec,
     pub transfers: IntCounterVec,
     pub transfers_active: IntGauge,
     pub transfer_duration: prometheus::Histogram,
@@ -128,6 +131,18 @@ impl Metrics {
                 "switchyard_edge_store_errors_total",
                 "Call-store operations that failed (Redis unavailable, timed out or answering errors), by operation",
                 &["op"],
+            ),
+            // A healthy Redis answers in well under a millisecond; the store's timeout
+            // (--redis-timeout) is 1 s by default.
+            store_duration: histogram(
+                &registry,
+                "switchyard_edge_store_duration_seconds",
+                "Time of call-store operations (one Redis round trip each), by operation",
+                &["op"],
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0,
+                ],
             ),
             transfers: counter(
                 &registry,

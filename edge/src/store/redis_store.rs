@@ -271,6 +271,10 @@ impl RedisCallStore {
         op: &'static str,
         work: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let _timer = METRICS
+            .store_duration
+            .with_label_values(&[op])
+            .start_timer();
         let result = match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(format!(
