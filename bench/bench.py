@@ -187,6 +187,11 @@ class Redis:
     def used_memory(self) -> int:
         return int(self.info("memory")["used_memory"])
 
+    def net_bytes(self) -> tuple[int, int]:
+        """Bytes Redis has received and sent on the network so far."""
+        stats = self.info("stats")
+        return int(stats["total_net_input_bytes"]), int(stats["total_net_output_bytes"])
+
     def program_routes(self, routes: list[tuple]) -> None:
         """Writes the routing table the way the operator's full sync leaves it
         (routing/src/redis_table.rs): entries and owners hashes, generation, epoch, and
@@ -290,6 +295,11 @@ class RedisCluster(Redis):
 
     def used_memory(self) -> int:
         return sum(int(self.info_of(p, "memory")["used_memory"]) for p in self.ports)
+
+    def net_bytes(self) -> tuple[int, int]:
+        stats = [self.info_of(p, "stats") for p in self.ports]
+        return (sum(int(s["total_net_input_bytes"]) for s in stats),
+                sum(int(s["total_net_output_bytes"]) for s in stats))
 
 
 # ---------------------------------------------------------------- servers under test
@@ -694,6 +704,14 @@ def monitor_round_trips(workdir: str, redis: Redis, name: str, run) -> dict:
     }
 
 
+def net_bytes_per_call(before: tuple[int, int], after: tuple[int, int], calls: int):
+    """Redis network bytes in (from the edge) and out (to it) per call, over a step; the
+    timer poll and routing-table checks of the step's duration are included."""
+    if not calls:
+        return None
+    return ((after[0] - before[0]) / calls, (after[1] - before[1]) / calls)
+
+
 def trace_round_trips(workdir: str, redis: Redis, target_port: int, pairs: int,
                       calls: int) -> dict:
     """Round trips per basic call: `calls` calls at 10 calls/s under MONITOR."""
@@ -840,7 +858,7 @@ def transfer_step(workdir: str, edge: "Edge", redis: "Redis", peers: TransferPee
                 extra=("-m", str(per_calls), "-default_behaviors", "all,-abortunexp",
                        "-trace_stat", "-stf", f"{name}{k}.csv", "-fd", "1", *extra))))
     capture = ReferCapture(stepdir, peers.carols)
-    before = redis.commandstats()
+    before, bytes_before = redis.commandstats(), redis.net_bytes()
     edge_dropped = edge.dropped()
     alice = run_callers(workdir, edge.sip_port, pairs, rate, transfers, 1000, tag,
                         edge.pids(), scenario=os.path.join(TEST_SCENARIOS,
@@ -876,6 +894,7 @@ def transfer_step(workdir: str, edge: "Edge", redis: "Redis", peers: TransferPee
         "p99": percentile(latencies, 0.99),
         "max": latencies[-1] if latencies else None,
         "commands_per_transfer": commands[1],
+        "net_bytes_per_transfer": net_bytes_per_call(bytes_before, redis.net_bytes(), done),
         "edge_dropped": edge.dropped() - edge_dropped,
         "udp_rcvbuf_errors": alice["udp_rcvbuf_errors"],
     }
@@ -1026,6 +1045,18 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
     redis, callees, app, edge, peers = setup_edge(binary, workdir, pairs, transfers=True)
     warm = run_callers(workdir, edge.sip_port, pairs, 20, 40, 100, "edge-warmup", edge.pids())
     log(f"warm-up: {warm['ok']}/{warm['attempted']} calls")
+    # What an edge costs Redis with no calls at all: its timer poll (every bucket twice a
+    # second) and routing-table version check.
+    idle_s = 10
+    cpu0, cmds0 = cpu_seconds([p.pid for p in redis.procs]), redis.commandstats()
+    time.sleep(idle_s)
+    idle_cmds = sum(redis.commandstats().values()) - sum(cmds0.values())
+    figures["idle"] = {
+        "redis_cpu_pct": (cpu_seconds([p.pid for p in redis.procs]) - cpu0) / idle_s * 100,
+        "commands_per_s": idle_cmds / idle_s,
+    }
+    log(f"an idle edge costs Redis {figures['idle']['redis_cpu_pct']:.2f}% CPU, "
+        f"{figures['idle']['commands_per_s']:.0f} commands/s")
     if "basic" in only:
         trace = trace_round_trips(workdir, redis, edge.sip_port, 1, 20)
         figures["trace"] = trace
@@ -1050,12 +1081,14 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
                           edge.pids(), "edge", redis, edge)
         edge_top = top_rate(edge_steps)
         half = max(50, round(edge_top / 2 / 50) * 50) if edge_top else 50
-        before = redis.commandstats()
+        before, bytes_before = redis.commandstats(), redis.net_bytes()
         edge_half = run_callers(workdir, edge.sip_port, pairs, half, int(half * step_s * 2),
                                 hold_ms, "edge-half", edge.pids(),
                                 redis_pids=[p.pid for p in redis.procs])
         edge_half["commands"] = commands_per_call(before, redis.commandstats(),
                                                   max(1, edge_half["ok"]))
+        edge_half["net_bytes_per_call"] = net_bytes_per_call(
+            bytes_before, redis.net_bytes(), edge_half["ok"])
         log(f"edge at {half} cps: p99 {fmt_ms(edge_half['p99'])}, "
             f"{fmt_int(edge_half['cpu_us_per_call'])} us/call")
         figures.update(edge_steps=edge_steps, edge_top=edge_top, half=half,
@@ -1211,6 +1244,15 @@ def write_results(path: str, r: dict) -> None:
             f"{ratio(edge_top_step['cpu_us_per_call'], kam_top_step['cpu_us_per_call'])} |")
     add(f"| Redis CPU per call at {r['half']:g} calls/s (redis-server's utime+stime) | "
         f"{fmt_int(eh.get('redis_cpu_us_per_call'))} us | – | |")
+    idle = r.get("idle")
+    if idle:
+        add(f"| Redis CPU and commands with one edge and no calls (its timer poll and "
+            f"routing-table check) | {idle['redis_cpu_pct']:.2f}% of a core, "
+            f"{idle['commands_per_s']:,.0f} commands/s | – | |")
+    nb = eh.get("net_bytes_per_call")
+    if nb:
+        add(f"| Redis network bytes per call at {r['half']:g} calls/s, in / out (INFO stats; "
+            f"the timer poll included) | {nb[0]:,.0f} / {nb[1]:,.0f} B | – | |")
     add(f"| Redis commands sent per basic call (MONITOR) | {trace['sent_per_call']:.2f} | – | |")
     add(f"| Redis round trips per basic call | {trips:.2f} | – | |")
     add(f"| Redis commands executed per basic call, scripts' included (commandstats) | "
@@ -1233,6 +1275,10 @@ def write_results(path: str, r: dict) -> None:
             f"{fmt_int(th['cpu_us_per_call'])} us | – | |")
         add(f"| Redis CPU per transfer at {th['rate']:g} transfers/s | "
             f"{fmt_int(th.get('redis_cpu_us_per_call'))} us | – | |")
+        if th.get("net_bytes_per_transfer"):
+            add(f"| Redis network bytes per transfer, in / out | "
+                f"{th['net_bytes_per_transfer'][0]:,.0f} / "
+                f"{th['net_bytes_per_transfer'][1]:,.0f} B | – | |")
         if th.get("commands_per_transfer"):
             add(f"| Redis commands executed per transfer, scripts' included "
                 f"(commandstats) | {th['commands_per_transfer']:.1f} | – | |")
