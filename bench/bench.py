@@ -1047,15 +1047,19 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
     log(f"warm-up: {warm['ok']}/{warm['attempted']} calls")
     # What an edge costs Redis with no calls at all: its timer poll (every bucket twice a
     # second) and routing-table version check.
+    # The edge's own CPU in the same window is what one pod costs before its first call.
     idle_s = 10
     cpu0, cmds0 = cpu_seconds([p.pid for p in redis.procs]), redis.commandstats()
+    edge_cpu0 = cpu_seconds(edge.pids())
     time.sleep(idle_s)
     idle_cmds = sum(redis.commandstats().values()) - sum(cmds0.values())
     figures["idle"] = {
         "redis_cpu_pct": (cpu_seconds([p.pid for p in redis.procs]) - cpu0) / idle_s * 100,
+        "edge_cpu_pct": (cpu_seconds(edge.pids()) - edge_cpu0) / idle_s * 100,
         "commands_per_s": idle_cmds / idle_s,
     }
-    log(f"an idle edge costs Redis {figures['idle']['redis_cpu_pct']:.2f}% CPU, "
+    log(f"an idle edge uses {figures['idle']['edge_cpu_pct']:.2f}% CPU and costs Redis "
+        f"{figures['idle']['redis_cpu_pct']:.2f}% CPU, "
         f"{figures['idle']['commands_per_s']:.0f} commands/s")
     if "basic" in only:
         trace = trace_round_trips(workdir, redis, edge.sip_port, 1, 20)
@@ -1249,6 +1253,9 @@ def write_results(path: str, r: dict) -> None:
         add(f"| Redis CPU and commands with one edge and no calls (its timer poll and "
             f"routing-table check) | {idle['redis_cpu_pct']:.2f}% of a core, "
             f"{idle['commands_per_s']:,.0f} commands/s | – | |")
+        if "edge_cpu_pct" in idle:
+            add(f"| edge CPU with no calls (the same poll and check) | "
+                f"{idle['edge_cpu_pct']:.2f}% of a core | – | |")
     nb = eh.get("net_bytes_per_call")
     if nb:
         add(f"| Redis network bytes per call at {r['half']:g} calls/s, in / out (INFO stats; "

@@ -15,11 +15,11 @@
 //!   few 503s a second, everything from the source is dropped before it is parsed.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rsip::param::OtherParamValue;
-use rsip::{Header, Method, Param, Request, Response, SipMessage};
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Method, Request, Response, SipMessage};
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
@@ -317,8 +317,13 @@ pub fn check_request(request: &Request) -> Result<(), String> {
     Ok(())
 }
 
-/// Adds `received` (when the source differs from sent-by) and fills an empty `rport`
-/// (RFC 3581) on the top Via; returns where responses go (RFC 3261 §18.2.2).
+/// Adds `received` (when the source differs from sent-by, or the phone asked for
+/// `rport`) and fills `rport` (RFC 3581 §4) on the top Via; returns where responses go
+/// (RFC 3261 §18.2.2).
+///
+/// The Via is rewritten as text: rsip's typed Via loses every parameter after one whose
+/// value holds a colon (`;x=2001:db8::1;branch=…`, found by fuzzing), and a rewrite that
+/// dropped the branch would break the transaction the request belongs to.
 pub fn mark_received(request: &mut Request, source: &Destination) -> Destination {
     let Some(via) = request.headers.iter_mut().find_map(|h| match h {
         Header::Via(v) => Some(v),
@@ -326,44 +331,75 @@ pub fn mark_received(request: &mut Request, source: &Destination) -> Destination
     }) else {
         return *source;
     };
-    let Ok(mut typed) = rsip::headers::ToTypedHeader::typed(via) else {
-        return *source;
-    };
-    let source_ip = source.addr.ip();
-    let sent_by_ip: Option<IpAddr> = host_ip(&typed.uri.host_with_port.host.to_string());
-    if sent_by_ip != Some(source_ip) {
-        typed.params.retain(|p| !matches!(p, Param::Received(_)));
-        typed
-            .params
-            .push(Param::Received(source_ip.to_string().into()));
-    }
-    let mut wants_rport = false;
-    for param in typed.params.iter_mut() {
-        if let Param::Other(name, value) = param
-            && name.to_string().eq_ignore_ascii_case("rport")
-        {
-            wants_rport = true;
-            *value = Some(OtherParamValue::new(source.addr.port().to_string()));
-        }
-    }
-    *via = typed.into();
-    if source.protocol == Protocol::Tcp || wants_rport {
+    let marked = mark_via(via.value(), source.addr);
+    *via = rsip::headers::Via::new(marked.value);
+    if source.protocol == Protocol::Tcp || marked.rport {
         return *source;
     }
-    let port = typed_port(&request.top_via().ok()).unwrap_or(5060);
     Destination {
-        addr: SocketAddr::new(source_ip, port),
+        addr: SocketAddr::new(source.addr.ip(), marked.sent_by_port.unwrap_or(5060)),
         ..*source
     }
 }
 
-fn typed_port(via: &Option<rsip::typed::Via>) -> Option<u16> {
-    via.as_ref()?
-        .uri
-        .host_with_port
-        .port
-        .as_ref()
-        .map(|p| *p.value())
+/// A top Via value after [`mark_via`].
+#[derive(Debug, PartialEq)]
+struct MarkedVia {
+    value: String,
+    /// The phone asked for `rport`: answer to the source port.
+    rport: bool,
+    sent_by_port: Option<u16>,
+}
+
+fn mark_via(value: &str, source: SocketAddr) -> MarkedVia {
+    let (head, params) = value.split_once(';').unwrap_or((value, ""));
+    let (sent_by_host, sent_by_port) = via_sent_by(head);
+    let mut marked = head.trim_end().to_owned();
+    let mut rport = false;
+    for param in params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let name = param.split('=').next().unwrap_or_default().trim();
+        if name.eq_ignore_ascii_case("received") {
+            continue;
+        }
+        marked.push(';');
+        if name.eq_ignore_ascii_case("rport") {
+            rport = true;
+            marked.push_str(&format!("rport={}", source.port()));
+        } else {
+            marked.push_str(param);
+        }
+    }
+    if rport || sent_by_host.and_then(host_ip) != Some(source.ip()) {
+        marked.push_str(&format!(";received={}", source.ip()));
+    }
+    MarkedVia {
+        value: marked,
+        rport,
+        sent_by_port,
+    }
+}
+
+/// The host and port of a Via's sent-by (`SIP / 2.0 / UDP host : port`, with the
+/// whitespace RFC 3261's grammar allows around the separators).
+fn via_sent_by(head: &str) -> (Option<&str>, Option<u16>) {
+    let Some((last_slash, _)) = head.match_indices('/').nth(1) else {
+        return (None, None);
+    };
+    let transport_and_host = head[last_slash + 1..].trim_start();
+    let host_port = transport_and_host
+        .split_once(char::is_whitespace)
+        .map(|(_, rest)| rest.trim())
+        .unwrap_or_default();
+    let (host, port) = match host_port.find(']') {
+        Some(close) if host_port.starts_with('[') => {
+            let port = host_port[close + 1..].trim_start();
+            (&host_port[..=close], port.strip_prefix(':').unwrap_or(port))
+        }
+        _ => host_port.rsplit_once(':').unwrap_or((host_port, "")),
+    };
+    let port = port.trim().parse().ok();
+    let host = host.trim();
+    ((!host.is_empty()).then_some(host), port)
 }
 
 /// Where to answer a message rsip could not parse: `rport` means the source; otherwise
@@ -388,4 +424,61 @@ pub fn reply_address_raw(via: &str, source: &Destination) -> Destination {
 /// Sends a message outside any transaction (an ACK for a 2xx, a stateless answer).
 pub fn send_stateless(wire: &Arc<dyn Wire>, to: &Destination, message: impl Into<SipMessage>) {
     wire.send(to, to_bytes(message));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marked(value: &str, source: &str) -> MarkedVia {
+        mark_via(value, source.parse().expect("a socket address"))
+    }
+
+    #[test]
+    fn received_is_added_when_the_source_differs_from_sent_by() {
+        let via = marked(
+            "SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bK1",
+            "192.0.2.7:6000",
+        );
+        assert_eq!(
+            via.value,
+            "SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bK1;received=192.0.2.7"
+        );
+        assert_eq!((via.rport, via.sent_by_port), (false, Some(5070)));
+        let same = marked("SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK1", "192.0.2.7:6000");
+        assert_eq!(same.value, "SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK1");
+        assert_eq!(same.sent_by_port, None);
+    }
+
+    #[test]
+    fn rport_is_filled_and_received_always_added_with_it() {
+        let via = marked(
+            "SIP/2.0/UDP 192.0.2.7:5060;rport;branch=z9hG4bK2;received=1.2.3.4",
+            "192.0.2.7:40000",
+        );
+        assert_eq!(
+            via.value,
+            "SIP/2.0/UDP 192.0.2.7:5060;rport=40000;branch=z9hG4bK2;received=192.0.2.7"
+        );
+        assert!(via.rport);
+    }
+
+    #[test]
+    fn parameters_with_colons_and_spaced_sent_by_survive() {
+        let via = marked(
+            "SIP / 2.0 / UDP [2001:db8::9] : 5062 ; maddr=2001:db8::1 ;branch=z9hG4bK3",
+            "[2001:db8::9]:5062",
+        );
+        assert_eq!(
+            via.value,
+            "SIP / 2.0 / UDP [2001:db8::9] : 5062;maddr=2001:db8::1;branch=z9hG4bK3"
+        );
+        assert_eq!(via.sent_by_port, Some(5062));
+        let encoded = marked(
+            "SIP/2.0/TCP v6-2001-db8--9.ipv6.invalid:5063;branch=z9hG4bK4",
+            "[2001:db8::9]:1",
+        );
+        assert!(!encoded.value.contains("received"), "{}", encoded.value);
+        assert_eq!(encoded.sent_by_port, Some(5063));
+    }
 }
