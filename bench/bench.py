@@ -375,6 +375,17 @@ class Edge:
                 return float(line.split()[-1])
         return 0.0
 
+    def histogram(self, name: str, match: str = "") -> dict:
+        """Cumulative bucket counts of histogram `name`, summed over the series whose
+        labels contain `match`: {upper bound in seconds: count}."""
+        buckets: dict = {}
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(name + "_bucket{") and match in line:
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                bound = float("inf") if le == "+Inf" else float(le)
+                buckets[bound] = buckets.get(bound, 0.0) + float(line.split()[-1])
+        return buckets
+
     def dropped(self) -> int:
         """SIP messages the edge dropped so far, every reason (its inbound queue full
         under overload, unparseable, ...)."""
@@ -643,6 +654,27 @@ def stop(*procs) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def bucket_quantile(before: dict, after: dict, q: float):
+    """The upper bound (seconds) of the histogram bucket holding quantile `q` of what was
+    observed between two scrapes: "p99 <= bound". None when nothing was observed."""
+    delta = sorted((bound, count - before.get(bound, 0.0)) for bound, count in after.items())
+    total = delta[-1][1] if delta else 0.0
+    if total <= 0:
+        return None
+    return next(bound for bound, count in delta if count >= q * total)
+
+
+# Where a call's set-up time goes inside the edge, from its own histograms.
+INSIDE_THE_EDGE = {
+    "rcml": ("switchyard_edge_rcml_fetch_duration_seconds", 'purpose="voice"'),
+    "store": ("switchyard_edge_store_duration_seconds", ""),
+}
+
+
+def inside_the_edge(edge: "Edge") -> dict:
+    return {key: edge.histogram(name, match) for key, (name, match) in INSIDE_THE_EDGE.items()}
 
 
 def commands_per_call(before: dict, after: dict, calls: int) -> tuple[dict, float, float]:
@@ -1086,15 +1118,23 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
         edge_top = top_rate(edge_steps)
         half = max(50, round(edge_top / 2 / 50) * 50) if edge_top else 50
         before, bytes_before = redis.commandstats(), redis.net_bytes()
+        hist_before = inside_the_edge(edge)
         edge_half = run_callers(workdir, edge.sip_port, pairs, half, int(half * step_s * 2),
                                 hold_ms, "edge-half", edge.pids(),
                                 redis_pids=[p.pid for p in redis.procs])
+        hist_after = inside_the_edge(edge)
+        edge_half["inside"] = {
+            key: {q: bucket_quantile(hist_before[key], hist_after[key], q) for q in (0.5, 0.99)}
+            for key in INSIDE_THE_EDGE
+        }
         edge_half["commands"] = commands_per_call(before, redis.commandstats(),
                                                   max(1, edge_half["ok"]))
         edge_half["net_bytes_per_call"] = net_bytes_per_call(
             bytes_before, redis.net_bytes(), edge_half["ok"])
+        inside = {f"{key} p{int(q * 100)}": "-" if v is None else f"<={v * 1000:g} ms"
+                  for key, qs in edge_half["inside"].items() for q, v in qs.items()}
         log(f"edge at {half} cps: p99 {fmt_ms(edge_half['p99'])}, "
-            f"{fmt_int(edge_half['cpu_us_per_call'])} us/call")
+            f"{fmt_int(edge_half['cpu_us_per_call'])} us/call; inside the edge {inside}")
         figures.update(edge_steps=edge_steps, edge_top=edge_top, half=half,
                        edge_half=edge_half)
     if "transfer" in only:
@@ -1246,6 +1286,15 @@ def write_results(path: str, r: dict) -> None:
             f"{fmt_int(edge_top_step['cpu_us_per_call'])} us | "
             f"{fmt_int(kam_top_step['cpu_us_per_call'])} us | "
             f"{ratio(edge_top_step['cpu_us_per_call'], kam_top_step['cpu_us_per_call'])} |")
+    inside = eh.get("inside")
+    if inside:
+        def bound(key, q):
+            value = inside[key][q]
+            return "–" if value is None else f"<= {value * 1000:g} ms"
+        add(f"| inside the edge at {r['half']:g} calls/s: voiceUrl fetch (the Python app "
+            f"server) p50 / p99; call-store operation p50 / p99 (the edge's histograms, "
+            f"bucket bounds) | {bound('rcml', 0.5)} / {bound('rcml', 0.99)}; "
+            f"{bound('store', 0.5)} / {bound('store', 0.99)} | – | |")
     add(f"| Redis CPU per call at {r['half']:g} calls/s (redis-server's utime+stime) | "
         f"{fmt_int(eh.get('redis_cpu_us_per_call'))} us | – | |")
     idle = r.get("idle")
