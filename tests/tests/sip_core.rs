@@ -185,6 +185,44 @@ fn a_retransmitted_request_is_absorbed_by_its_transaction() {
     assert!(first.starts_with("SIP/2.0 200 OK"), "{first}");
 }
 
+#[test]
+fn one_branch_from_two_hosts_starts_two_transactions() {
+    // RFC 3261 §17.2.3: a server transaction is matched by branch *and* sent-by, so a
+    // second host that happens to pick the same branch is answered for its own request
+    // (its Call-ID), not sent the first host's response as a retransmission.
+    let edge = start_edge();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut call_ids = Vec::new();
+    for (host, call_id) in [("192.0.2.21:5060", "host-a"), ("192.0.2.22:5060", "host-b")] {
+        // rport: both answers come back to this socket, whatever the Via says.
+        let options = request(
+            "OPTIONS",
+            "same",
+            &format!("Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n"),
+            "",
+        )
+        .replace(
+            "127.0.0.1:{port};branch=z9hG4bK-same",
+            &format!("{host};rport;branch=z9hG4bK-same"),
+        );
+        socket.send_to(options.as_bytes(), edge.sip).unwrap();
+        let mut buffer = [0u8; 65_536];
+        let (length, _) = socket.recv_from(&mut buffer).expect("an answer");
+        let answer = String::from_utf8_lossy(&buffer[..length]).into_owned();
+        assert!(answer.starts_with("SIP/2.0 200 OK"), "{answer}");
+        let answered = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("Call-ID: "))
+            .unwrap_or_default()
+            .to_owned();
+        call_ids.push(answered);
+    }
+    assert_eq!(call_ids, ["host-a", "host-b"]);
+}
+
 fn tcp_connect(edge: &Edge) -> TcpStream {
     let stream = TcpStream::connect(edge.sip).unwrap();
     stream

@@ -64,9 +64,8 @@ fn tcp_answer(edge: SocketAddr, bytes: &[u8], wait: Duration) -> Option<u16> {
 /// What the edge answers over TCP, where the RFC (or the edge's documented deviation)
 /// names it. `None`: no answer (responses; a request a response cannot be built for).
 /// Not listed: requests the application answers (404 for unknown numbers, 501 for
-/// REGISTER, 481 in-dialog), and those whose Via branch repeats an earlier message's
-/// INVITE branch, which the edge absorbs as retransmissions (it matches transactions on
-/// branch and method, not sent-by: docs/security.md).
+/// REGISTER, 481 in-dialog), and those whose Via branch and sent-by repeat an earlier
+/// message's, which the edge absorbs as retransmissions (RFC 3261 §17.2.3).
 const TCP_ANSWERS: &[(&str, Option<u16>)] = &[
     ("rfc4475/3.1.1.2-intmeth.dat", Some(501)),
     ("rfc4475/3.1.1.5-esc02.dat", Some(501)),

@@ -26,7 +26,7 @@ use tracing::{debug, trace};
 use crate::metrics::METRICS;
 use crate::ratelimit::{Admission, SourceLimiter, retry_after_seconds};
 use crate::sip::message::{
-    SipHeaders, host_ip, parse, reason_header, response_to, response_to_raw, to_bytes,
+    SipHeaders, host_ip, parse, reason_header, response_to, response_to_raw, to_bytes, via_sent_by,
 };
 use crate::sip::transaction::{Context, Delivery, Role, ServerTransaction, TransactionKey};
 use crate::sip::transport::{Destination, Inbound, Protocol, Wire};
@@ -213,7 +213,9 @@ impl<A: Application> Endpoint<A> {
 
         match request.method {
             Method::Ack => {
-                let key = TransactionKey::new(Role::Server, &branch, &Method::Ack);
+                let Ok(key) = TransactionKey::server(&request, &Method::Ack) else {
+                    return; // an ACK is never answered
+                };
                 let Delivery::NoMatch(ack) = self.ctx.table.deliver_request(&key, request) else {
                     return;
                 };
@@ -226,8 +228,12 @@ impl<A: Application> Endpoint<A> {
                 }
             }
             Method::Cancel => {
-                let invite = TransactionKey::new(Role::Server, &branch, &Method::Invite);
-                let own = TransactionKey::new(Role::Server, &branch, &Method::Cancel);
+                let (Ok(invite), Ok(own)) = (
+                    TransactionKey::server(&request, &Method::Invite),
+                    TransactionKey::server(&request, &Method::Cancel),
+                ) else {
+                    return self.reject(&request, &reply_to, 400, "the top Via has no sent-by");
+                };
                 if let Delivery::NoMatch(cancel) = self.ctx.table.deliver_request(&own, request) {
                     // 200 to the CANCEL first, then the INVITE's 487 (RFC 3261 §9.2).
                     let found = self.ctx.table.contains(&invite);
@@ -250,7 +256,9 @@ impl<A: Application> Endpoint<A> {
                 }
             }
             _ => {
-                let key = TransactionKey::new(Role::Server, &branch, &request.method);
+                let Ok(key) = TransactionKey::server(&request, &request.method) else {
+                    return self.reject(&request, &reply_to, 400, "the top Via has no sent-by");
+                };
                 let Delivery::NoMatch(request) = self.ctx.table.deliver_request(&key, request)
                 else {
                     return; // a retransmission, absorbed by its transaction
@@ -353,7 +361,7 @@ struct MarkedVia {
 
 fn mark_via(value: &str, source: SocketAddr) -> MarkedVia {
     let (head, params) = value.split_once(';').unwrap_or((value, ""));
-    let (sent_by_host, sent_by_port) = via_sent_by(head);
+    let (sent_by_host, sent_by_port) = sent_by_host_port(head);
     let mut marked = head.trim_end().to_owned();
     let mut rport = false;
     for param in params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
@@ -379,17 +387,11 @@ fn mark_via(value: &str, source: SocketAddr) -> MarkedVia {
     }
 }
 
-/// The host and port of a Via's sent-by (`SIP / 2.0 / UDP host : port`, with the
-/// whitespace RFC 3261's grammar allows around the separators).
-fn via_sent_by(head: &str) -> (Option<&str>, Option<u16>) {
-    let Some((last_slash, _)) = head.match_indices('/').nth(1) else {
+/// The host and port of a Via's sent-by.
+fn sent_by_host_port(via: &str) -> (Option<&str>, Option<u16>) {
+    let Some(host_port) = via_sent_by(via) else {
         return (None, None);
     };
-    let transport_and_host = head[last_slash + 1..].trim_start();
-    let host_port = transport_and_host
-        .split_once(char::is_whitespace)
-        .map(|(_, rest)| rest.trim())
-        .unwrap_or_default();
     let (host, port) = match host_port.find(']') {
         Some(close) if host_port.starts_with('[') => {
             let port = host_port[close + 1..].trim_start();
@@ -397,9 +399,7 @@ fn via_sent_by(head: &str) -> (Option<&str>, Option<u16>) {
         }
         _ => host_port.rsplit_once(':').unwrap_or((host_port, "")),
     };
-    let port = port.trim().parse().ok();
-    let host = host.trim();
-    ((!host.is_empty()).then_some(host), port)
+    (Some(host.trim()), port.trim().parse().ok())
 }
 
 /// Where to answer a message rsip could not parse: `rport` means the source; otherwise

@@ -607,6 +607,21 @@ pub trait SipHeaders {
             .ok_or(HeaderError::Invalid("Via", "no branch parameter".into()))
     }
 
+    /// The top Via's sent-by (`host[:port]`), lower-cased and without the whitespace the
+    /// grammar allows around `:`, so that equal sent-bys compare equal (§17.2.3).
+    fn sent_by(&self) -> Result<String, HeaderError> {
+        let via = self.top_via_text()?.value();
+        via_sent_by(via)
+            .map(|sent_by| {
+                sent_by
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect::<String>()
+                    .to_ascii_lowercase()
+            })
+            .ok_or(HeaderError::Invalid("Via", via.to_owned()))
+    }
+
     fn tag_from(&self) -> Result<Option<String>, HeaderError> {
         tag_of(self.header_value("From"), "From")
     }
@@ -614,6 +629,17 @@ pub trait SipHeaders {
     fn tag_to(&self) -> Result<Option<String>, HeaderError> {
         tag_of(self.header_value("To"), "To")
     }
+}
+
+/// The sent-by of a Via value, as written (`SIP / 2.0 / UDP host : port;...` gives
+/// `host : port`): what follows the transport, up to the parameters.
+pub fn via_sent_by(via: &str) -> Option<&str> {
+    let head = via.split(';').next().unwrap_or_default();
+    let (last_slash, _) = head.match_indices('/').nth(1)?;
+    let (_, sent_by) = head[last_slash + 1..]
+        .trim_start()
+        .split_once(char::is_whitespace)?;
+    Some(sent_by.trim()).filter(|sent_by| !sent_by.is_empty())
 }
 
 /// The `branch` parameter of a Via value (`SIP/2.0/UDP host:port;rport;branch=z9hG4bK1`):

@@ -24,6 +24,7 @@ use std::time::Duration;
 use rsip::{Method, Request, Response};
 use tokio::sync::mpsc;
 
+use crate::sip::message::{HeaderError, SipHeaders};
 use crate::sip::transport::{Destination, Wire};
 
 pub use client::{ClientEvent, ClientTransaction};
@@ -64,12 +65,16 @@ pub enum Role {
 }
 
 /// Identifies a transaction: the top Via branch and the method (ACK and CANCEL are
-/// matched to the INVITE by the core before lookup).
+/// matched to the INVITE by the core before lookup), and for server transactions the
+/// top Via's sent-by too (RFC 3261 §17.2.3): two hosts that pick the same branch start
+/// two transactions, not one and its retransmission.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TransactionKey {
     pub role: Role,
     pub branch: String,
     pub method: String,
+    /// Empty for client transactions: the sent-by of their responses is our own.
+    pub sent_by: String,
 }
 
 impl TransactionKey {
@@ -82,7 +87,17 @@ impl TransactionKey {
             role,
             branch: branch.to_owned(),
             method: method.to_string(),
+            sent_by: String::new(),
         }
+    }
+
+    /// The server transaction `request` belongs to, as `method` (the INVITE's, for its
+    /// ACK and CANCEL, which carry the INVITE's top Via).
+    pub fn server(request: &Request, method: &Method) -> Result<Self, HeaderError> {
+        Ok(TransactionKey {
+            sent_by: request.sent_by()?,
+            ..Self::new(Role::Server, &request.branch()?, method)
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::debug;
 
-use super::{Context, Input, Role, TransactionKey, send};
+use super::{Context, Input, TransactionKey, send};
 use crate::metrics::METRICS;
 use crate::sip::message::{SipHeaders, response_to, to_bytes};
 use crate::sip::transport::Destination;
@@ -65,7 +65,7 @@ impl ServerTransaction {
         source: Destination,
         answered: Option<Response>,
     ) -> Result<Self, super::super::message::HeaderError> {
-        let key = TransactionKey::new(Role::Server, &request.branch()?, &request.method);
+        let key = TransactionKey::server(&request, &request.method)?;
         let (input, inbox) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         ctx.table.insert(key.clone(), input.clone());
@@ -353,7 +353,7 @@ mod tests {
         h.next_sent().await; // 100
         tx.respond(reply(&invite, 404, "t"));
         h.next_sent().await; // 404
-        let key = TransactionKey::new(Role::Server, "z9hG4bKi", &Method::Ack);
+        let key = TransactionKey::server(&invite, &Method::Ack).unwrap();
         let ack = request(
             "ACK sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKi\r\nFrom: <sip:alice@a>;tag=al\r\nTo: <sip:bob@b>;tag=t\r\nCall-ID: call-z9hG4bKi\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
         );
@@ -387,7 +387,7 @@ mod tests {
         tx.respond(reply(&invite, 180, "t"));
         let (_, ringing) = h.next_sent().await;
         assert_eq!(code(&ringing), 180);
-        let key = TransactionKey::new(Role::Server, "z9hG4bKr", &Method::Invite);
+        let key = TransactionKey::server(&invite, &Method::Invite).unwrap();
         assert!(matches!(
             h.ctx.table.deliver_request(&key, invite.clone()),
             Delivery::Delivered
@@ -444,7 +444,7 @@ mod tests {
         let invite = invite("z9hG4bKc");
         let mut tx = ServerTransaction::start(&h.ctx, invite.clone(), udp()).unwrap();
         h.next_sent().await;
-        let key = TransactionKey::new(Role::Server, "z9hG4bKc", &Method::Invite);
+        let key = TransactionKey::server(&invite, &Method::Invite).unwrap();
         assert!(h.ctx.table.cancel(&key));
         let (_, terminated) = h.next_sent().await;
         assert_eq!(code(&terminated), 487);
@@ -462,7 +462,7 @@ mod tests {
         let tx = ServerTransaction::start(&h.ctx, invite.clone(), udp()).unwrap();
         h.next_sent().await;
         tx.respond(reply(&invite, 200, "t"));
-        let key = TransactionKey::new(Role::Server, "z9hG4bKrace", &Method::Invite);
+        let key = TransactionKey::server(&invite, &Method::Invite).unwrap();
         assert!(
             h.ctx.table.cancel(&key),
             "the INVITE transaction still exists: CANCEL gets 200"
@@ -481,7 +481,7 @@ mod tests {
         let mut h = Harness::new();
         let options = non_invite("OPTIONS", "z9hG4bKj");
         let tx = ServerTransaction::start(&h.ctx, options.clone(), udp()).unwrap();
-        let key = TransactionKey::new(Role::Server, "z9hG4bKj", &Method::Options);
+        let key = TransactionKey::server(&options, &Method::Options).unwrap();
         // A retransmission before the TU answers is absorbed silently.
         assert!(matches!(
             h.ctx.table.deliver_request(&key, options.clone()),
@@ -520,7 +520,7 @@ mod tests {
             "the transaction does not send it again"
         );
         // A retransmitted REFER still gets the 202 from the transaction.
-        let key = TransactionKey::new(Role::Server, "z9hG4bKnow", &Method::Refer);
+        let key = TransactionKey::server(&refer, &Method::Refer).unwrap();
         assert!(matches!(
             h.ctx.table.deliver_request(&key, refer.clone()),
             Delivery::Delivered
