@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::RedisServer;
-use crate::redis_server::{connect, wait_until};
+use crate::redis_server::{connect, wait_for_replica, wait_until};
 
 /// How long a node may be unreachable before the cluster marks it failed and a replica
 /// takes over: short, so failover tests take seconds.
@@ -195,22 +195,11 @@ impl RedisCluster {
     /// marker written to one of its slots, then `WAIT`. Replication is one ordered stream
     /// per master, so the edges' earlier writes are in the replicas too.
     pub fn sync_replicas_of(&self, master: u16) {
-        let mut con = connect(master).expect("the master answers");
         let marker = (0..10_000)
             .map(|n| format!("sy:test:marker:{{m{n}}}"))
             .find(|key| self.master_of(key) == Some(master))
             .expect("a key in one of the master's slots");
-        let _: () = redis::cmd("SET")
-            .arg(&marker)
-            .arg("1")
-            .query(&mut con)
-            .expect("SET");
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(5000)
-            .query(&mut con)
-            .expect("WAIT");
-        assert!(acked >= 1, "no replica of {master} acknowledged its writes");
+        wait_for_replica(master, &marker);
     }
 
     /// Kills the node on `port` (SIGKILL).

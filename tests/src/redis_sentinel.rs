@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::RedisServer;
-use crate::redis_server::{connect, wait_until};
+use crate::redis_server::{connect, wait_for_replica, wait_until};
 
 /// The name the sentinels monitor the master by.
 pub const MASTER_NAME: &str = "switchyard";
@@ -110,21 +110,7 @@ impl RedisSentinel {
 
     /// Blocks until the replica has every write the master has taken so far.
     pub fn sync_replica(&self) {
-        let mut con = connect(self.master()).expect("the master answers");
-        let _: () = redis::cmd("SET")
-            .arg("sy:test:marker")
-            .arg("1")
-            .query(&mut con)
-            .expect("SET");
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(5000)
-            .query(&mut con)
-            .expect("WAIT");
-        assert!(
-            acked >= 1,
-            "the replica did not acknowledge the master's writes"
-        );
+        wait_for_replica(self.master(), "sy:test:marker");
     }
 
     /// Kills the master (SIGKILL); returns its port.

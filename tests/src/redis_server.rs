@@ -201,6 +201,24 @@ impl Drop for RedisServer {
 
 /// A synchronous connection to the Redis on `port` of 127.0.0.1, or `None` if it does not
 /// answer within half a second (a killed node, one still starting).
+/// Writes `marker` on the master at `port`, then blocks (`WAIT`, up to 5 s) until a
+/// replica has it. Replication is one ordered stream per master, so every earlier write
+/// is on the replica too.
+pub(crate) fn wait_for_replica(port: u16, marker: &str) {
+    let mut con = connect(port).expect("the master answers");
+    let _: () = redis::cmd("SET")
+        .arg(marker)
+        .arg("1")
+        .query(&mut con)
+        .expect("SET");
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut con)
+        .expect("WAIT");
+    assert!(acked >= 1, "no replica of :{port} acknowledged its writes");
+}
+
 pub(crate) fn connect(port: u16) -> Option<redis::Connection> {
     redis::Client::open(format!("redis://127.0.0.1:{port}/"))
         .ok()?
