@@ -34,6 +34,10 @@ fi
 echo "==> cargo test --workspace"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked 2>&1 | tee "$log"
+# The calls and transfer suites again, each edge on a three-master Redis Cluster of its
+# own instead of standalone (tests/src/processes.rs, SWITCHYARD_TEST_REDIS): about a minute.
+echo "==> calls and transfer suites on Redis Cluster"
+SWITCHYARD_TEST_REDIS=cluster cargo test -p switchyard-tests --locked --test calls --test transfer 2>&1 | tee -a "$log"
 bash bench/run.sh --smoke  # the load benchmark's harness, a few seconds (bench/README.md)
 
 # Fuzz smoke (docs/fuzzing.md): the committed corpus replayed through each cargo-fuzz

@@ -7,6 +7,30 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::free_port;
+use crate::redis_cluster::RedisCluster;
+
+/// With `SWITCHYARD_TEST_REDIS=cluster`, an edge a test starts standalone
+/// (`--phone-numbers DIR`) runs instead on a three-master Redis Cluster of its own, with
+/// the manifests' routes programmed into it as the operator would: the end-to-end suites
+/// run unchanged against a cluster (`tests/run.sh` runs the calls and transfer suites so).
+pub const REDIS_MODE_VAR: &str = "SWITCHYARD_TEST_REDIS";
+
+/// The arguments that put a standalone edge on `cluster` instead, or None when `args`
+/// are not a standalone edge's.
+fn on_cluster(args: &[&str], cluster: &RedisCluster) -> Option<Vec<String>> {
+    if args.contains(&"--redis-url") {
+        return None;
+    }
+    let at = args.iter().position(|a| *a == "--phone-numbers")?;
+    let dir = args.get(at + 1)?;
+    let loaded = switchyard_routing::manifests::load_paths(&[dir]).ok()?;
+    let routes: Vec<_> = loaded.into_iter().map(|l| l.route).collect();
+    crate::routes::program(&cluster.url(), &routes);
+    let mut rewritten: Vec<String> = args[..at].iter().map(|a| a.to_string()).collect();
+    rewritten.extend(["--redis-url".to_owned(), cluster.url()]);
+    rewritten.extend(args[at + 2..].iter().map(|a| a.to_string()));
+    Some(rewritten)
+}
 
 /// A workspace binary next to the running test executable (`target/<profile>/`).
 /// `tests/run.sh` builds them before the tests run.
@@ -40,6 +64,9 @@ pub struct Edge {
     pub sip: SocketAddr,
     pub metrics: SocketAddr,
     log: PathBuf,
+    /// The cluster this edge runs on in `SWITCHYARD_TEST_REDIS=cluster` mode; stopped with
+    /// it.
+    _cluster: Option<RedisCluster>,
 }
 
 impl Edge {
@@ -69,12 +96,22 @@ impl Edge {
             sip.port()
         ));
         let log_file = std::fs::File::create(&log).expect("a log file for the edge");
+        let (args, cluster) = match std::env::var(REDIS_MODE_VAR).as_deref() {
+            Ok("cluster") if args.contains(&"--phone-numbers") => {
+                let cluster = RedisCluster::start(3, 0);
+                match on_cluster(args, &cluster) {
+                    Some(rewritten) => (rewritten, Some(cluster)),
+                    None => (args.iter().map(|a| a.to_string()).collect(), None),
+                }
+            }
+            _ => (args.iter().map(|a| a.to_string()).collect(), None),
+        };
         let child = Command::new(binary("switchyard-edge"))
             .arg("--sip-listen")
             .arg(sip.to_string())
             .arg("--metrics-listen")
             .arg(metrics.to_string())
-            .args(args)
+            .args(&args)
             .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -85,8 +122,16 @@ impl Edge {
             sip,
             metrics,
             log,
+            _cluster: cluster,
         };
         edge.wait_ready();
+        if edge._cluster.is_some() {
+            let logs = edge.logs();
+            assert!(
+                logs.contains("cluster seeded by"),
+                "{REDIS_MODE_VAR}=cluster, but the edge is not on the cluster:\n{logs}"
+            );
+        }
         edge
     }
 
