@@ -341,11 +341,17 @@ pub fn mark_received(request: &mut Request, source: &Destination) -> Destination
     };
     let marked = mark_via(via.value(), source.addr);
     *via = rsip::headers::Via::new(marked.value);
-    if source.protocol == Protocol::Tcp || marked.rport {
+    reply_address(source, marked.rport, marked.sent_by_port)
+}
+
+/// Where responses go (RFC 3261 §18.2.2): the connection's source over TCP and when the
+/// phone asked for `rport`; otherwise the source IP with the sent-by port (5060 if none).
+fn reply_address(source: &Destination, rport: bool, sent_by_port: Option<u16>) -> Destination {
+    if source.protocol == Protocol::Tcp || rport {
         return *source;
     }
     Destination {
-        addr: SocketAddr::new(source.addr.ip(), marked.sent_by_port.unwrap_or(5060)),
+        addr: SocketAddr::new(source.addr.ip(), sent_by_port.unwrap_or(5060)),
         ..*source
     }
 }
@@ -405,20 +411,8 @@ fn sent_by_host_port(via: &str) -> (Option<&str>, Option<u16>) {
 /// Where to answer a message rsip could not parse: `rport` means the source; otherwise
 /// the source IP with the sent-by port.
 pub fn reply_address_raw(via: &str, source: &Destination) -> Destination {
-    if source.protocol == Protocol::Tcp || via.to_ascii_lowercase().contains("rport") {
-        return *source;
-    }
-    let port = via
-        .split_whitespace()
-        .nth(1)
-        .and_then(|sent_by| sent_by.split(';').next())
-        .and_then(|host_port| host_port.rsplit_once(':'))
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or(5060);
-    Destination {
-        addr: SocketAddr::new(source.addr.ip(), port),
-        ..*source
-    }
+    let rport = via.to_ascii_lowercase().contains("rport");
+    reply_address(source, rport, sent_by_host_port(via).1)
 }
 
 /// Sends a message outside any transaction (an ACK for a 2xx, a stateless answer).
@@ -461,6 +455,22 @@ mod tests {
             "SIP/2.0/UDP 192.0.2.7:5060;rport=40000;branch=z9hG4bK2;received=192.0.2.7"
         );
         assert!(via.rport);
+    }
+
+    #[test]
+    fn unparseable_messages_are_answered_at_the_sent_by_port_or_the_source() {
+        let udp = Destination::udp("192.0.2.7:6000".parse().expect("an address"));
+        let port = |via: &str| reply_address_raw(via, &udp).addr.port();
+        assert_eq!(port("SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bK1"), 5070);
+        assert_eq!(
+            port("SIP / 2.0 / UDP 10.0.0.5 : 5071 ;branch=z9hG4bK1"),
+            5071
+        );
+        assert_eq!(port("SIP/2.0/UDP [2001:db8::9]:5072;branch=z9hG4bK1"), 5072);
+        assert_eq!(port("SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK1"), 5060);
+        assert_eq!(port("SIP/2.0/UDP 10.0.0.5:5070;rport"), 6000);
+        assert_eq!(port("garbage"), 5060);
+        assert_eq!(reply_address_raw("garbage", &udp).addr.ip(), udp.addr.ip());
     }
 
     #[test]
