@@ -15,9 +15,10 @@ use crate::redis_cluster::RedisCluster;
 /// run unchanged against a cluster (`tests/run.sh` runs the calls and transfer suites so).
 pub const REDIS_MODE_VAR: &str = "SWITCHYARD_TEST_REDIS";
 
-/// The arguments that put a standalone edge on `cluster` instead, or None when `args`
-/// are not a standalone edge's.
-fn on_cluster(args: &[&str], cluster: &RedisCluster) -> Option<Vec<String>> {
+/// A three-master cluster with the routes of a standalone edge's `--phone-numbers DIR`
+/// programmed in it, and the arguments that put the edge on it instead; None when `args`
+/// are not a standalone edge's (or its manifests do not load: the edge reports that).
+fn on_cluster(args: &[&str]) -> Option<(Vec<String>, RedisCluster)> {
     if args.contains(&"--redis-url") {
         return None;
     }
@@ -25,11 +26,12 @@ fn on_cluster(args: &[&str], cluster: &RedisCluster) -> Option<Vec<String>> {
     let dir = args.get(at + 1)?;
     let loaded = switchyard_routing::manifests::load_paths(&[dir]).ok()?;
     let routes: Vec<_> = loaded.into_iter().map(|l| l.route).collect();
+    let cluster = RedisCluster::start(3, 0);
     crate::routes::program(&cluster.url(), &routes);
     let mut rewritten: Vec<String> = args[..at].iter().map(|a| a.to_string()).collect();
     rewritten.extend(["--redis-url".to_owned(), cluster.url()]);
     rewritten.extend(args[at + 2..].iter().map(|a| a.to_string()));
-    Some(rewritten)
+    Some((rewritten, cluster))
 }
 
 /// A workspace binary next to the running test executable (`target/<profile>/`).
@@ -96,15 +98,13 @@ impl Edge {
             sip.port()
         ));
         let log_file = std::fs::File::create(&log).expect("a log file for the edge");
-        let (args, cluster) = match std::env::var(REDIS_MODE_VAR).as_deref() {
-            Ok("cluster") if args.contains(&"--phone-numbers") => {
-                let cluster = RedisCluster::start(3, 0);
-                match on_cluster(args, &cluster) {
-                    Some(rewritten) => (rewritten, Some(cluster)),
-                    None => (args.iter().map(|a| a.to_string()).collect(), None),
-                }
-            }
-            _ => (args.iter().map(|a| a.to_string()).collect(), None),
+        let on_cluster = match std::env::var(REDIS_MODE_VAR).as_deref() {
+            Ok("cluster") => on_cluster(args),
+            _ => None,
+        };
+        let (args, cluster) = match on_cluster {
+            Some((rewritten, cluster)) => (rewritten, Some(cluster)),
+            None => (args.iter().map(|a| a.to_string()).collect(), None),
         };
         let child = Command::new(binary("switchyard-edge"))
             .arg("--sip-listen")

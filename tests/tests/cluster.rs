@@ -113,10 +113,7 @@ fn a_master_killed_with_calls_up_fails_over_and_the_calls_carry_on() {
 
     // Every call in progress can still be ended, through either edge.
     let ended = hang_up_all(&deployment, &mut calls);
-    let mut more = held_calls(&deployment, 4);
-    for call in &mut more {
-        assert_eq!(call.hang_up(deployment.edges[1].sip), Some(200));
-    }
+    deployment.new_calls_work(4);
     eprintln!(
         "cluster failover with calls up: {on_victim} of {} calls on the killed master \
          :{victim}; replica :{promoted} serving its slots {failed_over:.1?} after the kill; \

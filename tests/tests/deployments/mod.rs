@@ -64,6 +64,14 @@ impl Deployment {
         program(&self.url, &routes);
     }
 
+    /// `n` new calls, placed on the edges in turn and each ended through the second: new
+    /// calls work after whatever the test did, and any edge carries them on.
+    pub fn new_calls_work(&self, n: usize) {
+        for mut call in held_calls(self, n) {
+            assert_eq!(call.hang_up(self.edges[1].sip), Some(200));
+        }
+    }
+
     /// Number A's application dials Bob at `bob`.
     pub fn dial_bob(&self, bob: &SocketAddr) {
         self.app.rcml(
