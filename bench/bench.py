@@ -641,6 +641,11 @@ def fmt_ms(value) -> str:
     return "n/a" if value is None else f"{value:.2f} ms"
 
 
+def fmt_bound(seconds) -> str:
+    """A histogram bucket bound from `bucket_quantile`, as "<= 25 ms"."""
+    return "–" if seconds is None else f"<= {seconds * 1000:g} ms"
+
+
 def fmt_int(value) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
@@ -1131,7 +1136,7 @@ def full(binary: str, results: str, pairs: int, step_s: float, held: int,
                                                   max(1, edge_half["ok"]))
         edge_half["net_bytes_per_call"] = net_bytes_per_call(
             bytes_before, redis.net_bytes(), edge_half["ok"])
-        inside = {f"{key} p{int(q * 100)}": "-" if v is None else f"<={v * 1000:g} ms"
+        inside = {f"{key} p{int(q * 100)}": fmt_bound(v)
                   for key, qs in edge_half["inside"].items() for q, v in qs.items()}
         log(f"edge at {half} cps: p99 {fmt_ms(edge_half['p99'])}, "
             f"{fmt_int(edge_half['cpu_us_per_call'])} us/call; inside the edge {inside}")
@@ -1287,13 +1292,11 @@ def write_results(path: str, r: dict) -> None:
             f"{ratio(edge_top_step['cpu_us_per_call'], kam_top_step['cpu_us_per_call'])} |")
     inside = eh.get("inside")
     if inside:
-        def bound(key, q):
-            value = inside[key][q]
-            return "–" if value is None else f"<= {value * 1000:g} ms"
         add(f"| inside the edge at {r['half']:g} calls/s: voiceUrl fetch (the Python app "
             f"server) p50 / p99; call-store operation p50 / p99 (the edge's histograms, "
-            f"bucket bounds) | {bound('rcml', 0.5)} / {bound('rcml', 0.99)}; "
-            f"{bound('store', 0.5)} / {bound('store', 0.99)} | – | |")
+            f"bucket bounds) | {fmt_bound(inside['rcml'][0.5])} / "
+            f"{fmt_bound(inside['rcml'][0.99])}; {fmt_bound(inside['store'][0.5])} / "
+            f"{fmt_bound(inside['store'][0.99])} | – | |")
     add(f"| Redis CPU per call at {r['half']:g} calls/s (redis-server's utime+stime) | "
         f"{fmt_int(eh.get('redis_cpu_us_per_call'))} us | – | |")
     idle = r.get("idle")
